@@ -1,0 +1,87 @@
+"""The ``webhook`` action: an HTTP request; 2xx succeeds, 408/429/5xx and network errors retry."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import aiohttp
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from scheduler_daemon.actions.base import ActionResult
+
+OUTPUT_LIMIT = 8192
+RETRYABLE_STATUSES = frozenset({408, 429})
+
+
+class WebhookPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    url: HttpUrl
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: Any = Field(
+        default=None, validation_alias=AliasChoices("json", "data"), serialization_alias="json"
+    )
+    body: str | None = Field(default=None, max_length=1_000_000)
+
+    @model_validator(mode="after")
+    def _one_body(self) -> WebhookPayload:
+        if self.json_body is not None and self.body is not None:
+            raise ValueError("give either json (or data) or body, not both")
+        if self.url.scheme not in ("http", "https"):
+            raise ValueError("url must be http or https")
+        return self
+
+
+def classify(status: int) -> tuple[bool, bool]:
+    """(ok, retryable) for an HTTP response status."""
+    if 200 <= status < 300:
+        return True, False
+    return False, status in RETRYABLE_STATUSES or status >= 500
+
+
+class WebhookAction:
+    name: ClassVar[str] = "webhook"
+    payload_model: ClassVar[type[BaseModel]] = WebhookPayload
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),
+                headers={"User-Agent": "scheduler-daemon"},
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def run(self, payload: Any) -> ActionResult:
+        assert isinstance(payload, WebhookPayload)
+        await self.start()
+        assert self._session is not None
+        kwargs: dict[str, Any] = {"headers": payload.headers}
+        if payload.json_body is not None:
+            kwargs["json"] = payload.json_body
+        elif payload.body is not None:
+            kwargs["data"] = payload.body
+        try:
+            async with self._session.request(payload.method, str(payload.url), **kwargs) as resp:
+                raw = await resp.content.read(OUTPUT_LIMIT)
+                text = raw.decode("utf-8", errors="replace")
+                ok, retryable = classify(resp.status)
+                output = f"HTTP {resp.status}\n{text}"
+                if ok:
+                    return ActionResult.success(output=output, result={"status": resp.status})
+                return ActionResult.failure(
+                    f"HTTP {resp.status} from {payload.method} {payload.url.host}",
+                    retryable=retryable,
+                    output=output,
+                )
+        except aiohttp.ClientError as exc:
+            return ActionResult.failure(f"{type(exc).__name__}: {exc}", retryable=True)

@@ -1,0 +1,201 @@
+"""The composition root: builds every component from Settings and owns start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from scheduler_daemon.actions.base import ActionRegistry
+from scheduler_daemon.actions.simple import LogAction, NoopAction
+from scheduler_daemon.actions.webhook import WebhookAction
+from scheduler_daemon.api.app import ApiContext, TaskDefaults, create_app
+from scheduler_daemon.clock import Clock, SystemClock
+from scheduler_daemon.domain.backoff import Backoff
+from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
+from scheduler_daemon.engine.completer import Completer
+from scheduler_daemon.engine.discovery import Discovery
+from scheduler_daemon.engine.executor import Executor
+from scheduler_daemon.engine.leases import Heartbeat, LeaseRegistry, Rescuer
+from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.supervisor import Supervisor
+from scheduler_daemon.health import Health
+from scheduler_daemon.logs import get_logger
+from scheduler_daemon.settings import Settings
+from scheduler_daemon.store.embedded import start_embedded
+from scheduler_daemon.store.listener import NotificationListener
+from scheduler_daemon.store.postgres import PostgresStore, create_pool, migrate_database
+
+log = get_logger("daemon")
+
+
+def default_actions() -> ActionRegistry:
+    registry = ActionRegistry()
+    registry.register(WebhookAction())
+    registry.register(LogAction(), "message")
+    registry.register(NoopAction())
+    return registry
+
+
+def make_owner_id() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+
+
+@dataclass(slots=True)
+class Database:
+    dsn: str
+    close: Callable[[], None]
+
+
+async def open_database(settings: Settings) -> Database:
+    """The configured database, or an embedded one when no URL is set; migrated."""
+    if settings.database.url is not None:
+        db = Database(settings.database.url.get_secret_value(), lambda: None)
+    else:
+        embedded = await asyncio.to_thread(start_embedded, settings.database.embedded_dir)
+        log.info("embedded_database_started", data_dir=str(embedded.pgdata))
+        db = Database(embedded.dsn, embedded.stop)
+    applied = await migrate_database(db.dsn)
+    log.info("database_migrated", applied=applied)
+    return db
+
+
+class Daemon:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.owner = make_owner_id()
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        settings = self.settings
+        db = await open_database(settings)
+        try:
+            pool = await create_pool(db.dsn, settings.database.pool_size)
+            try:
+                await self._serve(db.dsn, PostgresStore(pool))
+            finally:
+                await pool.close()
+        finally:
+            await asyncio.to_thread(db.close)
+        log.info("daemon_stopped")
+        return 0
+
+    async def _serve(self, dsn: str, store: PostgresStore) -> None:
+        s = self.settings
+        clock = self.clock
+        actions = default_actions()
+        await actions.start()
+        ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
+        results: asyncio.Queue[AttemptResult] = asyncio.Queue()
+        slots = Slots(s.executor.concurrency)
+        registry = LeaseRegistry()
+        backoff = Backoff(s.retry.base_s, s.retry.cap_s, s.retry.jitter)
+
+        discovery = Discovery(
+            store,
+            slots,
+            ready,
+            registry,
+            self.owner,
+            clock,
+            batch_size=lambda: s.discovery.batch_size,
+            poll_interval_s=lambda: s.discovery.poll_interval_s,
+            lease_s=lambda: s.executor.lease_s,
+        )
+        listener = NotificationListener(dsn, discovery.notify, clock)
+        executor = Executor(actions, ready, results, slots, registry, clock, lambda: backoff)
+        completer = Completer(store, results, registry, self.owner, clock)
+        heartbeat = Heartbeat(
+            store,
+            registry,
+            self.owner,
+            clock,
+            lease_s=lambda: s.executor.lease_s,
+            interval_s=lambda: s.executor.heartbeat_s,
+        )
+        rescuer = Rescuer(store, clock, interval_s=lambda: max(s.executor.lease_s / 4, 0.5))
+
+        supervisor = Supervisor(clock)
+        health = Health(store, listener.connected.is_set, supervisor.unhealthy)
+        defaults = TaskDefaults(s.retry.max_attempts, s.executor.default_timeout_s)
+        app = create_app(
+            ApiContext(store, actions, health, lambda: defaults), s.http.body_limit_bytes
+        )
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, s.http.host, s.http.port, reuse_address=True)
+        await site.start()
+        log.info("http_started", host=s.http.host, port=s.http.port)
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            async with supervisor:
+                supervisor.start("listener", listener.run)
+                supervisor.start("completer", completer.run)
+                supervisor.start("executor", executor.run)
+                supervisor.start("heartbeat", heartbeat.run)
+                supervisor.start("rescuer", rescuer.run)
+                supervisor.start("discovery", discovery.run)
+                health.started = True
+                log.info("daemon_started", owner=self.owner, concurrency=s.executor.concurrency)
+                await self._stop.wait()
+
+                health.draining = True
+                log.info("drain_started", in_flight=len(registry), grace_s=s.shutdown.grace_s)
+                await supervisor.stop("discovery")
+                try:
+                    async with asyncio.timeout(s.shutdown.grace_s):
+                        await slots.wait_idle()
+                except TimeoutError:
+                    log.warning("drain_grace_expired", still_running=slots.in_use)
+                await supervisor.stop("executor")
+                try:
+                    async with asyncio.timeout(max(s.shutdown.grace_s, 5.0)):
+                        await completer.flush()
+                except TimeoutError:
+                    log.error("drain_flush_expired", unrecorded=results.qsize())
+                await supervisor.stop("completer")
+                await self._release(store, registry)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await runner.cleanup()
+            await actions.close()
+
+    async def _release(self, store: PostgresStore, registry: LeaseRegistry) -> None:
+        """Tasks claimed but not finished go back to scheduled, the attempt not counted."""
+        held = registry.snapshot()
+        if not held:
+            return
+        try:
+            released = await store.release(self.owner, held)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # Not lost: their leases expire and another daemon's rescuer takes them over.
+            log.error("release_failed", error=str(exc), tasks=len(held))
+            return
+        for task_id in released:
+            log.info("task_released", task_id=str(task_id))
+            registry.discard(task_id)
+
+
+def install_uvloop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+        return factory
+    return None

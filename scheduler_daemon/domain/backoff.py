@@ -1,0 +1,27 @@
+"""Retry delays: capped exponential backoff with full jitter."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    base_s: float
+    cap_s: float
+    jitter: bool = True
+
+    def ceiling(self, attempt: int) -> float:
+        """The largest delay after failed attempt number ``attempt`` (1-based)."""
+        exponent = max(attempt - 1, 0)
+        # Guard the power against overflow for very large attempt numbers.
+        if exponent > 60:
+            return self.cap_s
+        return float(min(self.cap_s, self.base_s * (2**exponent)))
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        top = self.ceiling(attempt)
+        if not self.jitter:
+            return top
+        return (rng or random).uniform(0.0, top)

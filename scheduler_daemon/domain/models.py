@@ -1,0 +1,119 @@
+"""Task, attempt and result types shared by the store, the engine and the API."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class TaskStatus(enum.StrEnum):
+    WAITING = "waiting"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class Outcome(enum.StrEnum):
+    """How one attempt ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the action reported an error
+    TIMED_OUT = "timed_out"  # the attempt ran past its timeout
+    LOST = "lost"  # the lease expired: the daemon running it died or stalled
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A validated task ready to insert. ``run_at`` None means now (the database's now)."""
+
+    action: str
+    payload: dict[str, Any]
+    run_at: datetime | None = None
+    delay_s: float | None = None
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 3
+    timeout_s: float = 30.0
+    idempotency_key: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: uuid.UUID
+    action: str
+    payload: dict[str, Any]
+    queue: str
+    priority: int
+    status: TaskStatus
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    timeout_s: float
+    idempotency_key: str | None
+    metadata: dict[str, Any]
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    last_error: str | None
+    result: Any
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    task_id: uuid.UUID
+    number: int
+    worker: str
+    outcome: Outcome
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float | None
+    error: str | None
+    output: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """A task this daemon holds the lease on, for attempt number ``attempt``."""
+
+    id: uuid.UUID
+    action: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    timeout_s: float
+    run_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What the executor hands the completer: one finished attempt and what follows from it."""
+
+    task_id: uuid.UUID
+    attempt: int
+    outcome: Outcome
+    next_status: TaskStatus  # completed, scheduled (retry) or failed
+    retry_in_s: float | None = None  # delay before the retry when next_status is scheduled
+    error: str | None = None
+    output: str | None = None
+    result: Any = None
+    duration_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Task]
+    next_cursor: str | None

@@ -1,0 +1,1 @@
+"""The daemon's long-lived loops, one per file, connected by in-process queues."""

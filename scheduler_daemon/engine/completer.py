@@ -1,0 +1,79 @@
+"""The completer: one writer that records finished attempts in batches."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from scheduler_daemon.clock import Clock
+from scheduler_daemon.domain.models import AttemptResult, TaskStatus
+from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.logs import get_logger
+from scheduler_daemon.store.base import EngineStore
+
+MAX_BATCH = 1000
+
+
+class Completer:
+    def __init__(
+        self,
+        store: EngineStore,
+        results: asyncio.Queue[AttemptResult],
+        registry: LeaseRegistry,
+        owner: str,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._results = results
+        self._registry = registry
+        self._owner = owner
+        self._clock = clock
+        self._log = get_logger("completer")
+        self.recorded_total = 0
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._results.get()]
+            while len(batch) < MAX_BATCH and not self._results.empty():
+                batch.append(self._results.get_nowait())
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._results.task_done()
+
+    async def flush(self) -> None:
+        """Wait until every queued result is written."""
+        await self._results.join()
+
+    async def _write(self, batch: list[AttemptResult]) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                applied = await self._store.complete(self._owner, batch)
+                break
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                # Keep the batch: the leases stay ours while the heartbeat can renew them, and
+                # a result that arrives after its lease is gone is fenced out, never doubled.
+                self._log.warning(
+                    "complete_failed", error=str(exc), retry_in_s=backoff, batch=len(batch)
+                )
+                await self._clock.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+        for result in batch:
+            self._registry.discard(result.task_id)
+            log = self._log.bind(task_id=str(result.task_id), attempt=result.attempt)
+            if result.task_id not in applied:
+                log.warning("completion_fenced", reason="lease no longer held")
+            elif result.next_status is TaskStatus.COMPLETED:
+                log.debug("task_completed", duration_ms=round(result.duration_ms, 3))
+            elif result.next_status is TaskStatus.SCHEDULED:
+                log.info(
+                    "task_retry_scheduled",
+                    error=result.error,
+                    retry_in_s=round(result.retry_in_s or 0.0, 3),
+                )
+            else:
+                log.error("task_failed", error=result.error, outcome=result.outcome.value)
+        self.recorded_total += len(applied)

@@ -1,0 +1,96 @@
+"""Postgres discovery: claims due tasks (as many as the executor has free slots) and sleeps
+precisely until the next one is due, woken early by LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+
+from scheduler_daemon.clock import Clock, wait_event
+from scheduler_daemon.domain.models import ClaimedTask
+from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.logs import get_logger
+from scheduler_daemon.store.base import EngineStore
+
+# When a claim came up short although tasks are due (other daemons hold their row locks),
+# look again after this long, doubling up to the poll interval.
+_CONTENDED_MIN_S = 0.002
+
+
+class Discovery:
+    def __init__(
+        self,
+        store: EngineStore,
+        slots: Slots,
+        ready: asyncio.Queue[ClaimedTask],
+        registry: LeaseRegistry,
+        owner: str,
+        clock: Clock,
+        batch_size: Callable[[], int],
+        poll_interval_s: Callable[[], float],
+        lease_s: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._slots = slots
+        self._ready = ready
+        self._registry = registry
+        self._owner = owner
+        self._clock = clock
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._lease_s = lease_s
+        self._wake = asyncio.Event()
+        self._target = math.inf  # monotonic time at which to look again
+        self._log = get_logger("discovery")
+        self.claimed_total = 0
+
+    def notify(self, delay_s: float | None) -> None:
+        """A task is due in ``delay_s`` seconds (None: unknown, look now)."""
+        due_at = self._clock.monotonic() + (delay_s if delay_s and delay_s > 0 else 0.0)
+        if due_at < self._target:
+            self._target = due_at
+            self._wake.set()
+
+    async def claim_once(self) -> int:
+        """Claim up to the free slots; return how many were asked for minus how many came."""
+        free = await self._slots.wait_free()
+        want = min(free, self._batch_size())
+        claimed = await self._store.claim(self._owner, want, self._lease_s())
+        if claimed:
+            self._slots.take(len(claimed))
+            for task in claimed:
+                self._registry.add(task)
+                self._ready.put_nowait(task)
+                self._log.debug("task_claimed", task_id=str(task.id), attempt=task.attempt)
+            self.claimed_total += len(claimed)
+        return want - len(claimed)
+
+    async def run(self) -> None:
+        contended = _CONTENDED_MIN_S
+        while True:
+            self._target = math.inf
+            shortfall = await self.claim_once()
+            if shortfall == 0:
+                continue  # there may be more due: claim again as soon as slots free up
+            next_due = await self._store.next_due_in()
+            now = self._clock.monotonic()
+            poll = self._poll_interval_s()
+            if next_due is not None and next_due <= 0:
+                # Due rows exist but were locked by another claimer: look again soon.
+                wait = min(contended, poll)
+                contended = min(contended * 2, poll)
+            else:
+                contended = _CONTENDED_MIN_S
+                wait = poll if next_due is None else min(next_due, poll)
+            self._target = min(self._target, now + wait)
+            await self._sleep_until_target()
+
+    async def _sleep_until_target(self) -> None:
+        while True:
+            remaining = self._target - self._clock.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            await wait_event(self._wake, self._clock, remaining)

@@ -1,0 +1,133 @@
+"""The executor pool: N workers run claimed tasks, each attempt under its own timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+from scheduler_daemon.actions.base import ActionRegistry, ActionResult, UnknownAction
+from scheduler_daemon.clock import Clock
+from scheduler_daemon.domain.backoff import Backoff
+from scheduler_daemon.domain.models import AttemptResult, ClaimedTask, Outcome, TaskStatus
+from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.logs import get_logger
+
+
+def decide(
+    task: ClaimedTask, outcome: Outcome, retryable: bool, backoff: Backoff
+) -> tuple[TaskStatus, float | None]:
+    """The task's next status after an attempt, and the delay before a retry."""
+    if outcome is Outcome.SUCCEEDED:
+        return TaskStatus.COMPLETED, None
+    if retryable and task.attempt < task.max_attempts:
+        return TaskStatus.SCHEDULED, backoff.delay(task.attempt)
+    return TaskStatus.FAILED, None
+
+
+class Executor:
+    def __init__(
+        self,
+        actions: ActionRegistry,
+        ready: asyncio.Queue[ClaimedTask],
+        results: asyncio.Queue[AttemptResult],
+        slots: Slots,
+        registry: LeaseRegistry,
+        clock: Clock,
+        backoff: Callable[[], Backoff],
+    ) -> None:
+        self._actions = actions
+        self._ready = ready
+        self._results = results
+        self._slots = slots
+        self._registry = registry
+        self._clock = clock
+        self._backoff = backoff
+        self._log = get_logger("executor")
+
+    async def run(self) -> None:
+        """Run workers for every slot; the pool grows and shrinks with the slot capacity."""
+        workers: set[asyncio.Task[None]] = set()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self._slots.capacity):
+                    workers.add(group.create_task(self._worker()))
+        finally:
+            for worker in workers:
+                worker.cancel()
+
+    async def _worker(self) -> None:
+        while True:
+            task = await self._ready.get()
+            try:
+                result = await self._attempt(task)
+                if result is not None:
+                    self._results.put_nowait(result)
+            finally:
+                self._slots.give(1)
+
+    async def _attempt(self, task: ClaimedTask) -> AttemptResult | None:
+        """Run one attempt; None when the lease was lost meanwhile (nothing is recorded)."""
+        running = asyncio.ensure_future(self._execute(task))
+        held = self._registry.attach(task.id, running)
+        if held is None:  # aborted before it started
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            return None
+        try:
+            started = self._clock.monotonic()
+            try:
+                outcome, action_result = await running
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # the worker itself is stopping: leave the task held for release
+                self._log.warning(
+                    "attempt_abandoned",
+                    task_id=str(task.id),
+                    attempt=task.attempt,
+                    reason="lease lost",
+                )
+                return None
+            duration_ms = (self._clock.monotonic() - started) * 1000.0
+        finally:
+            self._registry.detach(task.id)
+        next_status, retry_in = decide(task, outcome, action_result.retryable, self._backoff())
+        return AttemptResult(
+            task_id=task.id,
+            attempt=task.attempt,
+            outcome=outcome,
+            next_status=next_status,
+            retry_in_s=retry_in,
+            error=action_result.error,
+            output=action_result.output,
+            result=action_result.result,
+            duration_ms=duration_ms,
+        )
+
+    async def _execute(self, task: ClaimedTask) -> tuple[Outcome, ActionResult]:
+        try:
+            action = self._actions.get(task.action)
+            payload = self._actions.parse(task.action, task.payload)
+        except (UnknownAction, ValidationError) as exc:
+            # Written by another program, or by an older version: retrying cannot help.
+            error = f"cannot run action {task.action!r}: {exc}"
+            return Outcome.FAILED, ActionResult.failure(error, retryable=False)
+        try:
+            async with asyncio.timeout(task.timeout_s):
+                result = await action.run(payload)
+        except TimeoutError:
+            error = f"timed out after {task.timeout_s:g}s"
+            return Outcome.TIMED_OUT, ActionResult.failure(error, retryable=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a handler's bug must not take the worker down
+            self._log.exception("action_crashed", task_id=str(task.id), attempt=task.attempt)
+            return Outcome.FAILED, ActionResult.failure(
+                f"{type(exc).__name__}: {exc}", retryable=True
+            )
+        return (Outcome.SUCCEEDED if result.ok else Outcome.FAILED), result

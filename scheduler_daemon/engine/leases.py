@@ -1,0 +1,146 @@
+"""Leases: the registry of tasks this daemon holds, the heartbeat and the rescuer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler_daemon.clock import Clock
+from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
+from scheduler_daemon.logs import get_logger
+from scheduler_daemon.store.base import EngineStore
+
+
+@dataclass(slots=True)
+class Held:
+    task: ClaimedTask
+    running: asyncio.Future[Any] | None = None
+    lost: bool = False
+
+
+class LeaseRegistry:
+    """Every task this daemon claimed and has not yet recorded: renewed, released, aborted."""
+
+    def __init__(self) -> None:
+        self._held: dict[uuid.UUID, Held] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def add(self, task: ClaimedTask) -> None:
+        self._held[task.id] = Held(task)
+
+    def attach(self, task_id: uuid.UUID, running: asyncio.Future[Any]) -> Held | None:
+        held = self._held.get(task_id)
+        if held is not None:
+            held.running = running
+        return held
+
+    def detach(self, task_id: uuid.UUID) -> None:
+        held = self._held.get(task_id)
+        if held is not None:
+            held.running = None
+
+    def discard(self, task_id: uuid.UUID) -> None:
+        self._held.pop(task_id, None)
+
+    def snapshot(self) -> list[tuple[uuid.UUID, int]]:
+        return [(h.task.id, h.task.attempt) for h in self._held.values()]
+
+    def abort(self, task_id: uuid.UUID) -> None:
+        """The lease is gone: stop the attempt and forget it; nothing gets recorded."""
+        held = self._held.pop(task_id, None)
+        if held is None:
+            return
+        held.lost = True
+        if held.running is not None:
+            held.running.cancel()
+
+
+class Heartbeat:
+    """Renews every held lease in one statement; aborts attempts whose lease was lost."""
+
+    def __init__(
+        self,
+        store: EngineStore,
+        registry: LeaseRegistry,
+        owner: str,
+        clock: Clock,
+        lease_s: Callable[[], float],
+        interval_s: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._registry = registry
+        self._owner = owner
+        self._clock = clock
+        self._lease_s = lease_s
+        self._interval_s = interval_s
+        self._log = get_logger("heartbeat")
+
+    async def beat(self) -> set[uuid.UUID]:
+        """Renew once; return the ids whose lease turned out to be lost."""
+        held = self._registry.snapshot()
+        if not held:
+            return set()
+        kept = await self._store.renew_leases(self._owner, held, self._lease_s())
+        # A task recorded (and discarded) while the renewal ran is not lost.
+        still_held = {task_id for task_id, _ in self._registry.snapshot()}
+        lost = {task_id for task_id, _ in held} - kept
+        lost &= still_held
+        for task_id in lost:
+            self._log.warning("lease_lost", task_id=str(task_id))
+            self._registry.abort(task_id)
+        return lost
+
+    async def run(self) -> None:
+        while True:
+            await self._clock.sleep(self._interval_s())
+            await self.beat()
+
+
+class Rescuer:
+    """Returns tasks whose lease expired (their daemon died) to scheduled, or to failed."""
+
+    def __init__(
+        self,
+        store: EngineStore,
+        clock: Clock,
+        interval_s: Callable[[], float],
+        batch_size: int = 500,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._interval_s = interval_s
+        self._batch_size = batch_size
+        self._log = get_logger("rescuer")
+
+    async def sweep(self) -> int:
+        total = 0
+        while True:
+            rescued = await self._store.rescue_expired(self._batch_size)
+            for r in rescued:
+                self._log.warning(
+                    "task_rescued",
+                    task_id=str(r.task_id),
+                    attempt=r.attempt,
+                    owner=r.owner,
+                    status=r.status.value,
+                )
+                if r.status is TaskStatus.FAILED:
+                    self._log.error(
+                        "task_failed",
+                        task_id=str(r.task_id),
+                        attempt=r.attempt,
+                        error="lease expired on the last attempt",
+                    )
+            total += len(rescued)
+            if len(rescued) < self._batch_size:
+                return total
+
+    async def run(self) -> None:
+        while True:
+            await self.sweep()
+            await self._clock.sleep(self._interval_s())

@@ -1,0 +1,171 @@
+"""Settings: defaults < TOML file named by ``SCHEDULER_CONFIG`` < ``SCHEDULER_<SECTION>__<KEY>``.
+
+Every key here is a contract that deployments rely on; ``config/default.toml`` documents each.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "SCHEDULER_CONFIG"
+ENV_PREFIX = "SCHEDULER_"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(Section):
+    url: SecretStr | None = Field(
+        default=None, description="PostgreSQL URL; unset starts an embedded PostgreSQL"
+    )
+    embedded_dir: Path = Field(default=Path(".scheduler-data"))
+    pool_size: int = Field(default=10, ge=2, le=200)
+
+
+class HttpSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    body_limit_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+class ExecutorSettings(Section):
+    concurrency: int = Field(default=50, ge=1, le=10_000)
+    default_timeout_s: float = Field(default=30.0, gt=0)
+    lease_s: float = Field(default=30.0, gt=0)
+    heartbeat_s: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_below_lease(self) -> ExecutorSettings:
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError("executor.heartbeat_s must be shorter than executor.lease_s")
+        return self
+
+
+class DiscoverySettings(Section):
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+
+
+class RetrySettings(Section):
+    base_s: float = Field(default=1.0, gt=0)
+    cap_s: float = Field(default=300.0, gt=0)
+    jitter: bool = True
+    max_attempts: int = Field(default=3, ge=1, le=1000)
+
+
+class ShutdownSettings(Section):
+    grace_s: float = Field(default=30.0, ge=0)
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    http: HttpSettings = HttpSettings()
+    executor: ExecutorSettings = ExecutorSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
+    retry: RetrySettings = RetrySettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+def load_settings(config_file: str | Path | None = None) -> Settings:
+    """Load settings from defaults, the TOML file and the environment, or raise ConfigError."""
+    path = Path(config_file) if config_file else None
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    previous = os.environ.get(CONFIG_ENV)
+    try:
+        if path is not None:
+            os.environ[CONFIG_ENV] = str(path)
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from exc
+    except ValueError as exc:  # malformed TOML or env JSON
+        raise ConfigError(str(exc)) from exc
+    finally:
+        if path is not None:
+            if previous is None:
+                os.environ.pop(CONFIG_ENV, None)
+            else:
+                os.environ[CONFIG_ENV] = previous
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        parts.append(f"{key}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective config as plain data with secrets masked (for check-config and admin)."""
+    data = settings.model_dump(mode="json")
+    url = settings.database.url
+    data["database"]["url"] = _mask_url(url.get_secret_value()) if url is not None else None
+    return data
+
+
+def _mask_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out

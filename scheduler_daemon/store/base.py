@@ -1,0 +1,68 @@
+"""The store interfaces the engine and the API depend on."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from scheduler_daemon.domain.models import (
+    Attempt,
+    AttemptResult,
+    ClaimedTask,
+    NewTask,
+    Page,
+    Task,
+    TaskStatus,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rescued:
+    task_id: uuid.UUID
+    status: TaskStatus
+    attempt: int
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    statuses: tuple[TaskStatus, ...] = ()
+    action: str | None = None
+
+
+class EngineStore(Protocol):
+    """What the engine's loops need: claim, complete, leases, rescue."""
+
+    async def claim(self, owner: str, limit: int, lease_s: float) -> list[ClaimedTask]: ...
+
+    async def next_due_in(self) -> float | None: ...
+
+    async def complete(self, owner: str, results: Sequence[AttemptResult]) -> set[uuid.UUID]: ...
+
+    async def renew_leases(
+        self, owner: str, held: Sequence[tuple[uuid.UUID, int]], lease_s: float
+    ) -> set[uuid.UUID]: ...
+
+    async def release(
+        self, owner: str, held: Sequence[tuple[uuid.UUID, int]]
+    ) -> set[uuid.UUID]: ...
+
+    async def rescue_expired(self, limit: int) -> list[Rescued]: ...
+
+
+class TaskStore(Protocol):
+    """What the HTTP API needs."""
+
+    async def create_task(self, task: NewTask) -> tuple[Task, bool]: ...
+
+    async def get_task(self, task_id: uuid.UUID) -> Task | None: ...
+
+    async def list_tasks(self, flt: TaskFilter, limit: int, cursor: str | None) -> Page: ...
+
+    async def list_attempts(self, task_id: uuid.UUID) -> list[Attempt]: ...
+
+    async def cancel_task(self, task_id: uuid.UUID) -> Task | None: ...
+
+    async def ping(self) -> None: ...

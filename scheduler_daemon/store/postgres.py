@@ -1,0 +1,271 @@
+"""The PostgreSQL store: a typed interface over asyncpg and the statements in ``queries``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from scheduler_daemon.domain.models import (
+    Attempt,
+    AttemptResult,
+    ClaimedTask,
+    NewTask,
+    Outcome,
+    Page,
+    Task,
+    TaskStatus,
+)
+from scheduler_daemon.store import queries
+from scheduler_daemon.store.base import Rescued, TaskFilter
+from scheduler_daemon.store.migrate import migrate
+
+NOTIFY_CHANNEL = "scheduler_tasks"
+
+
+class InvalidCursor(ValueError):
+    """A list cursor that this store did not produce."""
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typename in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min(2, size),
+        max_size=size,
+        init=_init_connection,
+        command_timeout=60,
+        server_settings={"application_name": "scheduler-daemon"},
+    )
+    assert pool is not None
+    return pool
+
+
+async def migrate_database(dsn: str) -> list[int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+def _task(row: asyncpg.Record) -> Task:
+    return Task(
+        id=row["id"],
+        action=row["action"],
+        payload=row["payload"],
+        queue=row["queue"],
+        priority=row["priority"],
+        status=TaskStatus(row["status"]),
+        run_at=row["run_at"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        timeout_s=row["timeout_s"],
+        idempotency_key=row["idempotency_key"],
+        metadata=row["metadata"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+        last_error=row["last_error"],
+        result=row["result"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def encode_cursor(created_at: datetime, task_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{task_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, ident = raw.partition("|")
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError("naive cursor time")
+        return created_at, uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidCursor("cursor is not one this API returned") from exc
+
+
+class PostgresStore:
+    """Implements both EngineStore and TaskStore on one asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # -- API side -------------------------------------------------------------------------
+
+    async def create_task(self, task: NewTask) -> tuple[Task, bool]:
+        """Insert a task; with an idempotency key already used, return that task instead."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                queries.INSERT_TASK,
+                task.id,
+                task.action,
+                task.payload,
+                task.queue,
+                task.priority,
+                task.run_at,
+                task.delay_s,
+                task.max_attempts,
+                task.timeout_s,
+                task.idempotency_key,
+                task.metadata,
+            )
+            if row is not None:
+                return _task(row), True
+            existing = await conn.fetchrow(
+                queries.GET_TASK_BY_IDEMPOTENCY_KEY, task.idempotency_key
+            )
+        assert existing is not None
+        return _task(existing), False
+
+    async def create_tasks_bulk(self, tasks: Sequence[NewTask]) -> None:
+        """Insert many tasks in one statement (benchmarks, bulk loads)."""
+        await self.pool.execute(
+            queries.INSERT_TASKS_BULK,
+            [t.id for t in tasks],
+            [t.action for t in tasks],
+            [t.payload for t in tasks],
+            [t.queue for t in tasks],
+            [t.priority for t in tasks],
+            [t.run_at for t in tasks],
+            [t.delay_s for t in tasks],
+            [t.max_attempts for t in tasks],
+            [t.timeout_s for t in tasks],
+        )
+
+    async def get_task(self, task_id: uuid.UUID) -> Task | None:
+        row = await self.pool.fetchrow(queries.GET_TASK, task_id)
+        return _task(row) if row is not None else None
+
+    async def list_tasks(self, flt: TaskFilter, limit: int, cursor: str | None) -> Page:
+        clauses: list[str] = []
+        args: list[Any] = []
+        if flt.statuses:
+            args.append([s.value for s in flt.statuses])
+            clauses.append(f"status = ANY(${len(args)}::text[])")
+        if flt.action is not None:
+            args.append(flt.action)
+            clauses.append(f"action = ${len(args)}")
+        if cursor is not None:
+            created_at, last_id = decode_cursor(cursor)
+            args.extend([created_at, last_id])
+            clauses.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        args.append(limit + 1)
+        sql = (
+            f"SELECT {queries.TASK_COLUMNS} FROM tasks {where} "
+            f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
+        )
+        rows = await self.pool.fetch(sql, *args)
+        items = [_task(r) for r in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit and items:
+            next_cursor = encode_cursor(items[-1].created_at, items[-1].id)
+        return Page(items=items, next_cursor=next_cursor)
+
+    async def list_attempts(self, task_id: uuid.UUID) -> list[Attempt]:
+        rows = await self.pool.fetch(queries.LIST_ATTEMPTS, task_id)
+        return [
+            Attempt(
+                task_id=r["task_id"],
+                number=r["number"],
+                worker=r["worker"],
+                outcome=Outcome(r["outcome"]),
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                duration_ms=r["duration_ms"],
+                error=r["error"],
+                output=r["output"],
+            )
+            for r in rows
+        ]
+
+    async def cancel_task(self, task_id: uuid.UUID) -> Task | None:
+        """Cancel a task that has not started; None when it is not in a cancellable state."""
+        row = await self.pool.fetchrow(queries.CANCEL_TASK, task_id)
+        return _task(row) if row is not None else None
+
+    async def ping(self) -> None:
+        await self.pool.fetchval(queries.PING)
+
+    # -- engine side ----------------------------------------------------------------------
+
+    async def claim(self, owner: str, limit: int, lease_s: float) -> list[ClaimedTask]:
+        rows = await self.pool.fetch(queries.CLAIM, limit, owner, lease_s)
+        rows = sorted(rows, key=lambda r: (-r["priority"], r["run_at"]))
+        return [
+            ClaimedTask(
+                id=r["id"],
+                action=r["action"],
+                payload=r["payload"],
+                attempt=r["attempts"],
+                max_attempts=r["max_attempts"],
+                timeout_s=r["timeout_s"],
+                run_at=r["run_at"],
+            )
+            for r in rows
+        ]
+
+    async def next_due_in(self) -> float | None:
+        value: float | None = await self.pool.fetchval(queries.NEXT_DUE_IN)
+        return value
+
+    async def complete(self, owner: str, results: Sequence[AttemptResult]) -> set[uuid.UUID]:
+        rows = await self.pool.fetch(
+            queries.COMPLETE,
+            owner,
+            [r.task_id for r in results],
+            [r.attempt for r in results],
+            [r.outcome.value for r in results],
+            [r.next_status.value for r in results],
+            [r.retry_in_s or 0.0 for r in results],
+            [r.error for r in results],
+            [r.output for r in results],
+            [r.result for r in results],
+            [r.duration_ms for r in results],
+        )
+        return {r["task_id"] for r in rows}
+
+    async def renew_leases(
+        self, owner: str, held: Sequence[tuple[uuid.UUID, int]], lease_s: float
+    ) -> set[uuid.UUID]:
+        rows = await self.pool.fetch(
+            queries.RENEW_LEASES, owner, lease_s, [h[0] for h in held], [h[1] for h in held]
+        )
+        return {r["id"] for r in rows}
+
+    async def release(self, owner: str, held: Sequence[tuple[uuid.UUID, int]]) -> set[uuid.UUID]:
+        rows = await self.pool.fetch(
+            queries.RELEASE, owner, [h[0] for h in held], [h[1] for h in held]
+        )
+        return {r["id"] for r in rows}
+
+    async def rescue_expired(self, limit: int) -> list[Rescued]:
+        rows = await self.pool.fetch(queries.RESCUE_EXPIRED, limit)
+        return [
+            Rescued(
+                task_id=r["id"],
+                status=TaskStatus(r["status"]),
+                attempt=r["attempts"],
+                owner=r["owner"],
+            )
+            for r in rows
+        ]

@@ -1,0 +1,146 @@
+"""Every SQL statement the daemon runs, by name. Parameters are asyncpg ``$n``."""
+
+from __future__ import annotations
+
+TASK_COLUMNS = """id, action, payload, queue, priority, status, run_at, attempts, max_attempts,
+    timeout_s, idempotency_key, metadata, lease_owner, lease_expires_at, last_error, result,
+    created_at, updated_at, started_at, finished_at"""
+
+INSERT_TASK = f"""
+INSERT INTO tasks (id, action, payload, queue, priority, status, run_at, max_attempts,
+                   timeout_s, idempotency_key, metadata)
+VALUES ($1, $2, $3, $4, $5, 'scheduled',
+        COALESCE($6, now() + make_interval(secs => COALESCE($7, 0))),
+        $8, $9, $10, $11)
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING {TASK_COLUMNS}
+"""
+
+INSERT_TASKS_BULK = """
+INSERT INTO tasks (id, action, payload, queue, priority, status, run_at, max_attempts, timeout_s)
+SELECT r.id, r.action, r.payload, r.queue, r.priority, 'scheduled',
+       COALESCE(r.run_at, now() + make_interval(secs => COALESCE(r.delay_s, 0))),
+       r.max_attempts, r.timeout_s
+FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::int[], $6::timestamptz[],
+            $7::float8[], $8::int[], $9::float8[])
+     AS r(id, action, payload, queue, priority, run_at, delay_s, max_attempts, timeout_s)
+"""
+
+GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"
+
+GET_TASK_BY_IDEMPOTENCY_KEY = f"SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key = $1"
+
+LIST_ATTEMPTS = """
+SELECT task_id, number, worker, outcome, started_at, finished_at, duration_ms, error, output
+FROM task_attempts WHERE task_id = $1 ORDER BY number
+"""
+
+CANCEL_TASK = f"""
+UPDATE tasks SET status = 'cancelled', finished_at = now(), updated_at = now()
+WHERE id = $1 AND status IN ('waiting', 'scheduled')
+RETURNING {TASK_COLUMNS}
+"""
+
+# Claim up to $1 due tasks for owner $2 with a lease of $3 seconds. Rows other claimers hold
+# are skipped, never waited for.
+CLAIM = """
+WITH due AS (
+    SELECT id FROM tasks
+    WHERE status = 'scheduled' AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t
+SET status = 'running', attempts = t.attempts + 1, lease_owner = $2,
+    lease_expires_at = now() + make_interval(secs => $3),
+    started_at = now(), updated_at = now()
+FROM due
+WHERE t.id = due.id
+RETURNING t.id, t.action, t.payload, t.priority, t.attempts, t.max_attempts, t.timeout_s, t.run_at
+"""
+
+# Seconds from the database's now() to the earliest scheduled task (negative: already due).
+NEXT_DUE_IN = """
+SELECT extract(epoch FROM min(run_at) - now())::float8 FROM tasks WHERE status = 'scheduled'
+"""
+
+# Apply a batch of attempt results in one statement: the task row moves on only while this
+# owner still holds the lease for that attempt (fencing), and only such attempts are recorded.
+COMPLETE = """
+WITH r AS (
+    SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::float8[],
+                         $7::text[], $8::text[], $9::jsonb[], $10::float8[])
+        AS r(id, attempt, outcome, next_status, retry_in_s, error, output, result, duration_ms)
+), done AS (
+    UPDATE tasks t
+    SET status = r.next_status,
+        run_at = CASE WHEN r.next_status = 'scheduled'
+                      THEN now() + make_interval(secs => r.retry_in_s) ELSE t.run_at END,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        last_error = CASE WHEN r.outcome = 'succeeded' THEN t.last_error ELSE r.error END,
+        result = CASE WHEN r.outcome = 'succeeded' THEN r.result ELSE t.result END,
+        finished_at = CASE WHEN r.next_status IN ('completed', 'failed') THEN now() END,
+        updated_at = now()
+    FROM r
+    WHERE t.id = r.id AND t.status = 'running' AND t.lease_owner = $1 AND t.attempts = r.attempt
+    RETURNING t.id, t.started_at
+)
+INSERT INTO task_attempts (task_id, number, worker, outcome, started_at, finished_at,
+                           duration_ms, error, output)
+SELECT r.id, r.attempt, $1, r.outcome, done.started_at, now(), r.duration_ms, r.error, r.output
+FROM done JOIN r ON r.id = done.id
+ON CONFLICT (task_id, number) DO NOTHING
+RETURNING task_id
+"""
+
+# Renew the leases of every in-flight task of owner $1 at once; returns those still held.
+RENEW_LEASES = """
+UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $2)
+FROM unnest($3::uuid[], $4::int[]) AS h(id, attempt)
+WHERE t.id = h.id AND t.status = 'running' AND t.lease_owner = $1 AND t.attempts = h.attempt
+RETURNING t.id
+"""
+
+# Put tasks back that this owner claimed but did not finish (shutdown): the interrupted
+# attempt is not counted.
+RELEASE = """
+UPDATE tasks t
+SET status = 'scheduled', attempts = t.attempts - 1, lease_owner = NULL,
+    lease_expires_at = NULL, updated_at = now()
+FROM unnest($2::uuid[], $3::int[]) AS h(id, attempt)
+WHERE t.id = h.id AND t.status = 'running' AND t.lease_owner = $1 AND t.attempts = h.attempt
+RETURNING t.id
+"""
+
+# Running tasks whose lease expired (their daemon died or stalled) go back to scheduled, or to
+# failed when their attempts are used up; the lost attempt is recorded.
+RESCUE_EXPIRED = """
+WITH expired AS (
+    SELECT id, lease_owner FROM tasks
+    WHERE status = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE tasks t
+    SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'scheduled' END,
+        run_at = CASE WHEN t.attempts >= t.max_attempts THEN t.run_at ELSE now() END,
+        finished_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
+        last_error = 'lease expired: worker ' || e.lease_owner || ' stopped renewing it',
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+    FROM expired e
+    WHERE t.id = e.id
+    RETURNING t.id, t.status, t.attempts, t.started_at, e.lease_owner AS owner
+), recorded AS (
+    INSERT INTO task_attempts (task_id, number, worker, outcome, started_at, finished_at, error)
+    SELECT m.id, m.attempts, m.owner, 'lost', COALESCE(m.started_at, now()), now(),
+           'lease expired'
+    FROM moved m WHERE m.attempts >= 1
+    ON CONFLICT (task_id, number) DO NOTHING
+)
+SELECT id, status, attempts, owner FROM moved
+"""
+
+PING = "SELECT 1"
