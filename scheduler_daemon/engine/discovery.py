@@ -45,6 +45,7 @@ class Discovery:
         self._target = math.inf  # monotonic time at which to look again
         self._log = get_logger("discovery")
         self.claimed_total = 0
+        self.sleeping = asyncio.Event()  # set while it waits for due work (tests await it)
 
     def notify(self, delay_s: float | None) -> None:
         """A task is due in ``delay_s`` seconds (None: unknown, look now)."""
@@ -88,9 +89,13 @@ class Discovery:
             await self._sleep_until_target()
 
     async def _sleep_until_target(self) -> None:
-        while True:
-            remaining = self._target - self._clock.monotonic()
-            if remaining <= 0:
-                return
-            self._wake.clear()
-            await wait_event(self._wake, self._clock, remaining)
+        self.sleeping.set()
+        try:
+            while True:
+                remaining = self._target - self._clock.monotonic()
+                if remaining <= 0:
+                    return
+                self._wake.clear()
+                await wait_event(self._wake, self._clock, remaining)
+        finally:
+            self.sleeping.clear()

@@ -14,6 +14,8 @@ from scheduler_daemon.store.postgres import NOTIFY_CHANNEL
 
 log = get_logger("listener")
 
+LISTENER_APPLICATION_NAME = "scheduler-daemon-listener"
+
 
 class NotificationListener:
     """Calls ``on_notify(delay_s)`` for every task notification.
@@ -48,7 +50,11 @@ class NotificationListener:
         first = True
         while True:
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=10)
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    timeout=10,
+                    server_settings={"application_name": LISTENER_APPLICATION_NAME},
+                )
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 log.warning("listener_connect_failed", error=str(exc), retry_in_s=backoff)
                 await self._clock.sleep(backoff)

@@ -1,0 +1,226 @@
+"""Claiming, fencing, leases and rescue against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from scheduler_daemon.domain.models import AttemptResult, NewTask, Outcome, TaskStatus
+from scheduler_daemon.store.postgres import PostgresStore
+
+
+def _noop(**kw: object) -> NewTask:
+    return NewTask(action="noop", payload={}, **kw)  # type: ignore[arg-type]
+
+
+def _success(task_id: uuid.UUID, attempt: int) -> AttemptResult:
+    return AttemptResult(
+        task_id=task_id,
+        attempt=attempt,
+        outcome=Outcome.SUCCEEDED,
+        next_status=TaskStatus.COMPLETED,
+        output="ok",
+        duration_ms=1.0,
+    )
+
+
+async def test_claim_orders_by_priority_then_run_at(store: PostgresStore) -> None:
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    low_old, _ = await store.create_task(_noop(run_at=past, priority=0))
+    high, _ = await store.create_task(_noop(run_at=past + timedelta(minutes=1), priority=5))
+    low_new, _ = await store.create_task(_noop(run_at=past + timedelta(minutes=2), priority=0))
+    future, _ = await store.create_task(_noop(delay_s=3600))
+    claimed = await store.claim("a", 10, 30.0)
+    assert [c.id for c in claimed] == [high.id, low_old.id, low_new.id]
+    assert all(c.attempt == 1 for c in claimed)
+    assert future.id not in {c.id for c in claimed}
+    row = await store.get_task(high.id)
+    assert row is not None
+    assert row.status is TaskStatus.RUNNING
+    assert row.lease_owner == "a"
+    assert row.lease_expires_at is not None
+
+
+async def test_claim_respects_limit(store: PostgresStore) -> None:
+    await store.create_tasks_bulk([_noop() for _ in range(25)])
+    first = await store.claim("a", 10, 30.0)
+    second = await store.claim("a", 100, 30.0)
+    assert len(first) == 10
+    assert len(second) == 15
+    assert not {c.id for c in first} & {c.id for c in second}
+
+
+async def test_concurrent_claimers_never_share_a_task(store: PostgresStore) -> None:
+    total = 2000
+    await store.create_tasks_bulk([_noop() for _ in range(total)])
+
+    async def claimer(owner: str) -> list[uuid.UUID]:
+        got: list[uuid.UUID] = []
+        while True:
+            batch = await store.claim(owner, 37, 30.0)
+            if not batch:
+                return got
+            got.extend(c.id for c in batch)
+
+    results = await asyncio.gather(*(claimer(f"w{i}") for i in range(6)))
+    every = [task_id for ids in results for task_id in ids]
+    assert len(every) == total
+    assert len(set(every)) == total
+    # More than one claimer took part, so the claims really did overlap.
+    assert sum(1 for ids in results if ids) > 1
+
+
+async def test_completion_records_attempt_once(store: PostgresStore) -> None:
+    task, _ = await store.create_task(_noop())
+    [claimed] = await store.claim("a", 1, 30.0)
+    applied = await store.complete("a", [_success(task.id, claimed.attempt)])
+    assert applied == {task.id}
+    again = await store.complete("a", [_success(task.id, claimed.attempt)])
+    assert again == set()
+    done = await store.get_task(task.id)
+    assert done is not None
+    assert done.status is TaskStatus.COMPLETED
+    assert done.finished_at is not None
+    assert done.lease_owner is None
+    attempts = await store.list_attempts(task.id)
+    assert [(a.number, a.outcome, a.worker) for a in attempts] == [(1, Outcome.SUCCEEDED, "a")]
+
+
+async def test_stale_owner_completion_changes_nothing(
+    store: PostgresStore, pool: asyncpg.Pool
+) -> None:
+    task, _ = await store.create_task(_noop())
+    [first] = await store.claim("old", 1, 30.0)
+    # The old owner's lease runs out; the rescuer hands the task to a new owner.
+    await pool.execute("UPDATE tasks SET lease_expires_at = now() - interval '1 s'")
+    rescued = await store.rescue_expired(10)
+    assert [(r.task_id, r.status) for r in rescued] == [(task.id, TaskStatus.SCHEDULED)]
+    [second] = await store.claim("new", 1, 30.0)
+    assert second.attempt == 2
+
+    stale = await store.complete("old", [_success(task.id, first.attempt)])
+    assert stale == set()
+    assert await store.renew_leases("old", [(task.id, first.attempt)], 30.0) == set()
+    # Even the right owner with the wrong attempt number is fenced out.
+    assert await store.complete("new", [_success(task.id, first.attempt)]) == set()
+    row = await store.get_task(task.id)
+    assert row is not None
+    assert row.status is TaskStatus.RUNNING
+    assert row.lease_owner == "new"
+
+    assert await store.complete("new", [_success(task.id, second.attempt)]) == {task.id}
+    attempts = await store.list_attempts(task.id)
+    assert [(a.number, a.outcome) for a in attempts] == [
+        (1, Outcome.LOST),
+        (2, Outcome.SUCCEEDED),
+    ]
+
+
+async def test_heartbeat_extends_only_own_leases(store: PostgresStore, pool: asyncpg.Pool) -> None:
+    mine, _ = await store.create_task(_noop(priority=1))
+    theirs, _ = await store.create_task(_noop())
+    [a] = await store.claim("me", 1, 1.0)
+    [b] = await store.claim("them", 1, 1.0)
+    assert (a.id, b.id) == (mine.id, theirs.id)
+    kept = await store.renew_leases("me", [(a.id, a.attempt), (b.id, b.attempt)], 600.0)
+    assert kept == {mine.id}
+    remaining = await pool.fetchval(
+        "SELECT extract(epoch FROM lease_expires_at - now()) FROM tasks WHERE id = $1", mine.id
+    )
+    assert remaining > 500
+
+
+async def test_rescue_fails_task_on_last_attempt(store: PostgresStore, pool: asyncpg.Pool) -> None:
+    task, _ = await store.create_task(_noop(max_attempts=1))
+    await store.claim("gone", 1, 30.0)
+    assert await store.rescue_expired(10) == []  # lease still valid
+    await pool.execute("UPDATE tasks SET lease_expires_at = now() - interval '1 s'")
+    [rescued] = await store.rescue_expired(10)
+    assert rescued.status is TaskStatus.FAILED
+    assert rescued.owner == "gone"
+    row = await store.get_task(task.id)
+    assert row is not None
+    assert row.status is TaskStatus.FAILED
+    assert row.last_error is not None
+    assert "lease expired" in row.last_error
+    [attempt] = await store.list_attempts(task.id)
+    assert attempt.outcome is Outcome.LOST
+
+
+async def test_retries_until_failed(store: PostgresStore, pool: asyncpg.Pool) -> None:
+    task, _ = await store.create_task(_noop(max_attempts=3))
+    for attempt in (1, 2, 3):
+        [claimed] = await store.claim("a", 1, 30.0)
+        assert claimed.attempt == attempt
+        last = attempt == 3
+        result = AttemptResult(
+            task_id=task.id,
+            attempt=attempt,
+            outcome=Outcome.FAILED,
+            next_status=TaskStatus.FAILED if last else TaskStatus.SCHEDULED,
+            retry_in_s=None if last else 60.0,
+            error=f"boom {attempt}",
+        )
+        assert await store.complete("a", [result]) == {task.id}
+        if not last:
+            row = await store.get_task(task.id)
+            assert row is not None
+            assert row.status is TaskStatus.SCHEDULED
+            delay = await store.next_due_in()
+            assert delay is not None
+            assert 50 < delay <= 60
+            assert await store.claim("a", 1, 30.0) == []  # backing off
+            await pool.execute("UPDATE tasks SET run_at = now() WHERE id = $1", task.id)
+    row = await store.get_task(task.id)
+    assert row is not None
+    assert row.status is TaskStatus.FAILED
+    assert row.last_error == "boom 3"
+    outcomes = [a.outcome for a in await store.list_attempts(task.id)]
+    assert outcomes == [Outcome.FAILED] * 3
+
+
+async def test_release_returns_task_without_counting_the_attempt(store: PostgresStore) -> None:
+    task, _ = await store.create_task(_noop())
+    [claimed] = await store.claim("a", 1, 30.0)
+    assert await store.release("b", [(task.id, claimed.attempt)]) == set()
+    assert await store.release("a", [(task.id, claimed.attempt)]) == {task.id}
+    row = await store.get_task(task.id)
+    assert row is not None
+    assert row.status is TaskStatus.SCHEDULED
+    assert row.attempts == 0
+    assert await store.list_attempts(task.id) == []
+
+
+async def test_cancel_only_before_start(store: PostgresStore) -> None:
+    later, _ = await store.create_task(_noop(delay_s=600))
+    cancelled = await store.cancel_task(later.id)
+    assert cancelled is not None
+    assert cancelled.status is TaskStatus.CANCELLED
+    now, _ = await store.create_task(_noop())
+    await store.claim("a", 1, 30.0)
+    assert await store.cancel_task(now.id) is None
+    assert await store.claim("a", 5, 30.0) == []
+
+
+async def test_claim_uses_the_partial_index(store: PostgresStore, pool: asyncpg.Pool) -> None:
+    await store.create_tasks_bulk([_noop() for _ in range(3000)])
+    await pool.execute(
+        "UPDATE tasks SET status = 'completed', finished_at = now() "
+        "WHERE id IN (SELECT id FROM tasks LIMIT 2990)"
+    )
+    await pool.execute("ANALYZE tasks")
+    plan = await pool.fetchval(
+        "EXPLAIN (FORMAT TEXT) SELECT id FROM tasks WHERE status = 'scheduled' "
+        "AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT 50 FOR UPDATE SKIP LOCKED"
+    )
+    rows = await pool.fetch(
+        "EXPLAIN SELECT id FROM tasks WHERE status = 'scheduled' AND run_at <= now() "
+        "ORDER BY priority DESC, run_at, id LIMIT 50 FOR UPDATE SKIP LOCKED"
+    )
+    text = "\n".join(r[0] for r in rows)
+    assert plan
+    assert "tasks_claim_idx" in text or "tasks_next_run_idx" in text, text
+    assert "Seq Scan" not in text, text

@@ -1,0 +1,149 @@
+"""LISTEN/NOTIFY: inserts wake discovery at once; the listener survives losing its connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from scheduler_daemon.clock import SystemClock
+from scheduler_daemon.domain.models import ClaimedTask, NewTask
+from scheduler_daemon.engine.discovery import Discovery
+from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.store.listener import LISTENER_APPLICATION_NAME, NotificationListener
+from scheduler_daemon.store.postgres import PostgresStore
+
+
+class Recorder:
+    """Collects notifications and lets a test await the next one."""
+
+    def __init__(self) -> None:
+        self.seen: list[float | None] = []
+        self._queue: asyncio.Queue[float | None] = asyncio.Queue()
+
+    def __call__(self, delay: float | None) -> None:
+        self.seen.append(delay)
+        self._queue.put_nowait(delay)
+
+    async def next(self, timeout: float = 10.0) -> float | None:
+        async with asyncio.timeout(timeout):
+            return await self._queue.get()
+
+
+@pytest.fixture
+async def listener(
+    database_url: str,
+) -> AsyncIterator[tuple[NotificationListener, Recorder, asyncio.Task[None]]]:
+    recorder = Recorder()
+    listener = NotificationListener(database_url, recorder, SystemClock(), check_interval_s=0.5)
+    task = asyncio.create_task(listener.run())
+    assert await recorder.next() is None  # the "look now" sent on connect
+    yield listener, recorder, task
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_insert_notifies_with_delay(
+    listener: tuple[NotificationListener, Recorder, asyncio.Task[None]], store: PostgresStore
+) -> None:
+    _, recorder, _ = listener
+    await store.create_task(NewTask(action="noop", payload={}))
+    due_now = await recorder.next()
+    assert due_now is not None
+    assert due_now <= 0.05
+    await store.create_task(NewTask(action="noop", payload={}, delay_s=120))
+    later = await recorder.next()
+    assert later is not None
+    assert 100 < later <= 120
+
+
+async def test_one_notification_per_bulk_insert(
+    listener: tuple[NotificationListener, Recorder, asyncio.Task[None]], store: PostgresStore
+) -> None:
+    _, recorder, _ = listener
+    await store.create_tasks_bulk(
+        [NewTask(action="noop", payload={}, delay_s=float(60 + i)) for i in range(500)]
+    )
+    first = await recorder.next()
+    assert first is not None
+    assert 50 < first <= 60  # the earliest of the batch
+    # A later notification proves nothing else was queued in between.
+    await store.create_task(NewTask(action="noop", payload={}, delay_s=5000))
+    marker = await recorder.next()
+    assert marker is not None
+    assert marker > 4000
+
+
+async def test_rescheduled_retry_notifies(
+    listener: tuple[NotificationListener, Recorder, asyncio.Task[None]],
+    store: PostgresStore,
+    pool: asyncpg.Pool,
+) -> None:
+    _, recorder, _ = listener
+    await store.create_task(NewTask(action="noop", payload={}, delay_s=300))
+    await recorder.next()
+    await pool.execute("UPDATE tasks SET run_at = now() + interval '10 s'")
+    moved = await recorder.next()
+    assert moved is not None
+    assert 5 < moved <= 10
+
+
+async def test_listener_reconnects_after_terminate(
+    listener: tuple[NotificationListener, Recorder, asyncio.Task[None]],
+    store: PostgresStore,
+    pool: asyncpg.Pool,
+) -> None:
+    lst, recorder, _ = listener
+    killed = await pool.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name = $1 AND datname = current_database()",
+        LISTENER_APPLICATION_NAME,
+    )
+    assert killed == 1
+    # After reconnecting it asks discovery to look (it may have missed notifications).
+    assert await recorder.next() is None
+    assert lst.reconnects == 1
+    assert lst.connected.is_set()
+    await store.create_task(NewTask(action="noop", payload={}))
+    delay = await recorder.next()
+    assert delay is not None
+    assert delay <= 0.05
+
+
+async def test_discovery_wakes_on_insert_not_on_poll(
+    database_url: str, store: PostgresStore
+) -> None:
+    ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
+    registry = LeaseRegistry()
+    discovery = Discovery(
+        store,
+        Slots(4),
+        ready,
+        registry,
+        "me",
+        SystemClock(),
+        batch_size=lambda: 10,
+        poll_interval_s=lambda: 3600.0,  # only a notification can wake it in time
+        lease_s=lambda: 30.0,
+    )
+    listener = NotificationListener(database_url, discovery.notify, SystemClock())
+    tasks = [asyncio.create_task(listener.run()), asyncio.create_task(discovery.run())]
+    try:
+        async with asyncio.timeout(10):
+            await listener.connected.wait()
+            # Discovery found nothing and settled into its hour-long sleep.
+            await discovery.sleeping.wait()
+        assert discovery.claimed_total == 0
+        task, _ = await store.create_task(NewTask(action="noop", payload={}))
+        async with asyncio.timeout(10):
+            claimed = await ready.get()
+        assert claimed.id == task.id
+        assert len(registry) == 1
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
