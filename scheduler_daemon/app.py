@@ -100,7 +100,7 @@ class Daemon:
         ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
         results: asyncio.Queue[AttemptResult] = asyncio.Queue()
         slots = Slots(s.executor.concurrency)
-        registry = LeaseRegistry()
+        registry = LeaseRegistry(clock)
         backoff = Backoff(s.retry.base_s, s.retry.cap_s, s.retry.jitter)
 
         discovery = Discovery(

@@ -17,6 +17,7 @@ from scheduler_daemon.store.base import EngineStore
 @dataclass(slots=True)
 class Held:
     task: ClaimedTask
+    since: float  # monotonic time of the claim
     running: asyncio.Future[Any] | None = None
     lost: bool = False
 
@@ -24,14 +25,15 @@ class Held:
 class LeaseRegistry:
     """Every task this daemon claimed and has not yet recorded: renewed, released, aborted."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
         self._held: dict[uuid.UUID, Held] = {}
 
     def __len__(self) -> int:
         return len(self._held)
 
     def add(self, task: ClaimedTask) -> None:
-        self._held[task.id] = Held(task)
+        self._held[task.id] = Held(task, since=self._clock.monotonic())
 
     def attach(self, task_id: uuid.UUID, running: asyncio.Future[Any]) -> Held | None:
         held = self._held.get(task_id)
@@ -49,6 +51,13 @@ class LeaseRegistry:
 
     def snapshot(self) -> list[tuple[uuid.UUID, int]]:
         return [(h.task.id, h.task.attempt) for h in self._held.values()]
+
+    def overdue(self, grace_s: float) -> list[uuid.UUID]:
+        """Held far past their own timeout: something is stuck; stop renewing those."""
+        now = self._clock.monotonic()
+        return [
+            h.task.id for h in self._held.values() if now - h.since > h.task.timeout_s + grace_s
+        ]
 
     def abort(self, task_id: uuid.UUID) -> None:
         """The lease is gone: stop the attempt and forget it; nothing gets recorded."""
@@ -82,6 +91,11 @@ class Heartbeat:
 
     async def beat(self) -> set[uuid.UUID]:
         """Renew once; return the ids whose lease turned out to be lost."""
+        for task_id in self._registry.overdue(grace_s=self._lease_s()):
+            # The executor's timeout should have ended it long ago: let the lease lapse so the
+            # rescuer hands it to a healthy worker; a late result is fenced out.
+            self._log.error("attempt_overdue", task_id=str(task_id))
+            self._registry.abort(task_id)
         held = self._registry.snapshot()
         if not held:
             return set()

@@ -118,7 +118,7 @@ async def test_discovery_wakes_on_insert_not_on_poll(
     database_url: str, store: PostgresStore
 ) -> None:
     ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
-    registry = LeaseRegistry()
+    registry = LeaseRegistry(SystemClock())
     discovery = Discovery(
         store,
         Slots(4),
