@@ -63,15 +63,16 @@ class Completer:
                 backoff = min(backoff * 2, 2.0)
         for result in batch:
             self._registry.discard(result.task_id)
+            if result.task_id in applied and result.next_status is TaskStatus.COMPLETED:
+                continue  # the hot path: nothing worth a log line
             log = self._log.bind(task_id=str(result.task_id), attempt=result.attempt)
             if result.task_id not in applied:
                 log.warning("completion_fenced", reason="lease no longer held")
-            elif result.next_status is TaskStatus.COMPLETED:
-                log.debug("task_completed", duration_ms=round(result.duration_ms, 3))
             elif result.next_status is TaskStatus.SCHEDULED:
                 log.info(
                     "task_retry_scheduled",
                     error=result.error,
+                    outcome=result.outcome.value,
                     retry_in_s=round(result.retry_in_s or 0.0, 3),
                 )
             else:
