@@ -123,7 +123,7 @@ class Daemon:
             self.owner,
             clock,
             lease_s=lambda: s.executor.lease_s,
-            interval_s=lambda: s.executor.heartbeat_s,
+            interval_s=lambda: s.executor.heartbeat_interval_s,
         )
         rescuer = Rescuer(store, clock, interval_s=lambda: max(s.executor.lease_s / 4, 0.5))
 

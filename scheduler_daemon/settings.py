@@ -44,13 +44,19 @@ class ExecutorSettings(Section):
     concurrency: int = Field(default=50, ge=1, le=10_000)
     default_timeout_s: float = Field(default=30.0, gt=0)
     lease_s: float = Field(default=30.0, gt=0)
-    heartbeat_s: float = Field(default=10.0, gt=0)
+    heartbeat_s: float | None = Field(
+        default=None, gt=0, description="lease renewal interval; unset: a third of lease_s"
+    )
 
     @model_validator(mode="after")
     def _heartbeat_below_lease(self) -> ExecutorSettings:
-        if self.heartbeat_s >= self.lease_s:
+        if self.heartbeat_s is not None and self.heartbeat_s >= self.lease_s:
             raise ValueError("executor.heartbeat_s must be shorter than executor.lease_s")
         return self
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 3
 
 
 class DiscoverySettings(Section):
@@ -148,6 +154,7 @@ def masked(settings: Settings) -> dict[str, Any]:
     data = settings.model_dump(mode="json")
     url = settings.database.url
     data["database"]["url"] = _mask_url(url.get_secret_value()) if url is not None else None
+    data["executor"]["heartbeat_s"] = settings.executor.heartbeat_interval_s  # effective value
     return data
 
 
