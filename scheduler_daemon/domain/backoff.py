@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -15,10 +16,11 @@ class Backoff:
     def ceiling(self, attempt: int) -> float:
         """The largest delay after failed attempt number ``attempt`` (1-based)."""
         exponent = max(attempt - 1, 0)
-        # Guard the power against overflow for very large attempt numbers.
-        if exponent > 60:
+        try:
+            grown = math.ldexp(self.base_s, exponent)  # base * 2**exponent, exactly
+        except OverflowError:
             return self.cap_s
-        return float(min(self.cap_s, self.base_s * (2**exponent)))
+        return min(self.cap_s, grown)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         top = self.ceiling(attempt)

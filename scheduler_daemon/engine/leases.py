@@ -100,14 +100,13 @@ class Heartbeat:
         if not held:
             return set()
         kept = await self._store.renew_leases(self._owner, held, self._lease_s())
-        # A task recorded (and discarded) while the renewal ran is not lost.
-        still_held = {task_id for task_id, _ in self._registry.snapshot()}
-        lost = {task_id for task_id, _ in held} - kept
-        lost &= still_held
-        for task_id in lost:
-            self._log.warning("lease_lost", task_id=str(task_id))
+        # Compare (task, attempt) pairs: an attempt recorded while the renewal ran is not lost,
+        # and neither is a newer attempt of the same task claimed meanwhile.
+        lost = (set(held) - kept) & set(self._registry.snapshot())
+        for task_id, attempt in lost:
+            self._log.warning("lease_lost", task_id=str(task_id), attempt=attempt)
             self._registry.abort(task_id)
-        return lost
+        return {task_id for task_id, _ in lost}
 
     async def run(self) -> None:
         while True:

@@ -43,7 +43,7 @@ class EngineStore(Protocol):
 
     async def renew_leases(
         self, owner: str, held: Sequence[tuple[uuid.UUID, int]], lease_s: float
-    ) -> set[uuid.UUID]: ...
+    ) -> set[tuple[uuid.UUID, int]]: ...
 
     async def release(
         self, owner: str, held: Sequence[tuple[uuid.UUID, int]]

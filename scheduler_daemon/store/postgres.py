@@ -246,11 +246,11 @@ class PostgresStore:
 
     async def renew_leases(
         self, owner: str, held: Sequence[tuple[uuid.UUID, int]], lease_s: float
-    ) -> set[uuid.UUID]:
+    ) -> set[tuple[uuid.UUID, int]]:
         rows = await self.pool.fetch(
             queries.RENEW_LEASES, owner, lease_s, [h[0] for h in held], [h[1] for h in held]
         )
-        return {r["id"] for r in rows}
+        return {(r["id"], r["attempts"]) for r in rows}
 
     async def release(self, owner: str, held: Sequence[tuple[uuid.UUID, int]]) -> set[uuid.UUID]:
         rows = await self.pool.fetch(

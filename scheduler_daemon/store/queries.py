@@ -100,7 +100,7 @@ RENEW_LEASES = """
 UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $2)
 FROM unnest($3::uuid[], $4::int[]) AS h(id, attempt)
 WHERE t.id = h.id AND t.status = 'running' AND t.lease_owner = $1 AND t.attempts = h.attempt
-RETURNING t.id
+RETURNING t.id, t.attempts
 """
 
 # Put tasks back that this owner claimed but did not finish (shutdown): the interrupted

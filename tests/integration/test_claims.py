@@ -126,7 +126,7 @@ async def test_heartbeat_extends_only_own_leases(store: PostgresStore, pool: asy
     [b] = await store.claim("them", 1, 1.0)
     assert (a.id, b.id) == (mine.id, theirs.id)
     kept = await store.renew_leases("me", [(a.id, a.attempt), (b.id, b.attempt)], 600.0)
-    assert kept == {mine.id}
+    assert kept == {(mine.id, a.attempt)}
     remaining = await pool.fetchval(
         "SELECT extract(epoch FROM lease_expires_at - now()) FROM tasks WHERE id = $1", mine.id
     )
