@@ -4,6 +4,7 @@ named by SCHEDULER_TEST_DATABASE_URL), a migrated template database, one copy pe
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -60,7 +61,11 @@ async def start_server() -> PgServer:
         folder = Path(tempfile.mkdtemp(prefix="sd-test-pg-"))
         embedded = start_embedded(folder)
         admin_dsn = embedded.dsn
-        stop = embedded.stop
+
+        def stop() -> None:
+            embedded.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+
     template = f"sd_template_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(admin_dsn)
     try:
