@@ -60,7 +60,8 @@ class ExecutorSettings(Section):
 
 
 class DiscoverySettings(Section):
-    poll_interval_s: float = Field(default=5.0, gt=0)
+    # At most 60: inserts due further ahead than that send no NOTIFY (see migration 0001).
+    poll_interval_s: float = Field(default=5.0, gt=0, le=60)
     batch_size: int = Field(default=100, ge=1, le=10_000)
 
 

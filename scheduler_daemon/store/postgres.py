@@ -40,12 +40,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without the default reset query (a round trip per release).
+
+    asyncpg still rolls back an open transaction and drops listeners before this runs; pool
+    connections hold no other session state (LISTEN and advisory locks use their own).
+    """
+
+
 async def create_pool(dsn: str, size: int) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min(2, size),
         max_size=size,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=60,
         server_settings={"application_name": "scheduler-daemon"},
     )

@@ -55,10 +55,23 @@ async def test_insert_notifies_with_delay(
     due_now = await recorder.next()
     assert due_now is not None
     assert due_now <= 0.05
-    await store.create_task(NewTask(action="noop", payload={}, delay_s=120))
+    await store.create_task(NewTask(action="noop", payload={}, delay_s=30))
     later = await recorder.next()
     assert later is not None
-    assert 100 < later <= 120
+    assert 20 < later <= 30
+
+
+async def test_far_future_insert_is_not_announced(
+    listener: tuple[NotificationListener, Recorder, asyncio.Task[None]], store: PostgresStore
+) -> None:
+    _, recorder, _ = listener
+    await store.create_task(NewTask(action="noop", payload={}, delay_s=7200))
+    await store.create_task(NewTask(action="noop", payload={}, delay_s=45))
+    # The first notification to arrive is the second insert's: the first sent none.
+    delay = await recorder.next()
+    assert delay is not None
+    assert 35 < delay <= 45
+    assert recorder.seen == [None, delay]
 
 
 async def test_one_notification_per_bulk_insert(
@@ -66,16 +79,16 @@ async def test_one_notification_per_bulk_insert(
 ) -> None:
     _, recorder, _ = listener
     await store.create_tasks_bulk(
-        [NewTask(action="noop", payload={}, delay_s=float(60 + i)) for i in range(500)]
+        [NewTask(action="noop", payload={}, delay_s=20 + i / 100) for i in range(500)]
     )
     first = await recorder.next()
     assert first is not None
-    assert 50 < first <= 60  # the earliest of the batch
+    assert 10 < first <= 20  # the earliest of the batch
     # A later notification proves nothing else was queued in between.
-    await store.create_task(NewTask(action="noop", payload={}, delay_s=5000))
+    await store.create_task(NewTask(action="noop", payload={}, delay_s=50))
     marker = await recorder.next()
     assert marker is not None
-    assert marker > 4000
+    assert marker > 40
 
 
 async def test_rescheduled_retry_notifies(
@@ -84,8 +97,7 @@ async def test_rescheduled_retry_notifies(
     pool: asyncpg.Pool,
 ) -> None:
     _, recorder, _ = listener
-    await store.create_task(NewTask(action="noop", payload={}, delay_s=300))
-    await recorder.next()
+    await store.create_task(NewTask(action="noop", payload={}, delay_s=7200))  # not announced
     await pool.execute("UPDATE tasks SET run_at = now() + interval '10 s'")
     moved = await recorder.next()
     assert moved is not None

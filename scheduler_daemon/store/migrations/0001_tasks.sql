@@ -53,14 +53,16 @@ CREATE TABLE task_attempts (
 
 -- Wake discovery when due work appears, whoever wrote it. Inserts notify once per statement
 -- with the delay until the earliest new task; updates notify when a row becomes scheduled
--- (a retry, a rescue, a release) or moves earlier.
+-- (a retry, a rescue, a release) or moves earlier. Tasks due more than 60 s ahead are not
+-- announced: discovery looks again within discovery.poll_interval_s (at most 60 s) anyway,
+-- and a NOTIFY serialises commits (no group commit), which would cap the insert rate.
 CREATE FUNCTION scheduler_notify_inserted() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     next_at timestamptz;
 BEGIN
     SELECT min(run_at) INTO next_at FROM new_rows WHERE status = 'scheduled';
-    IF next_at IS NOT NULL THEN
+    IF next_at IS NOT NULL AND next_at <= clock_timestamp() + interval '60 seconds' THEN
         PERFORM pg_notify('scheduler_tasks',
                           extract(epoch FROM next_at - clock_timestamp())::text);
     END IF;

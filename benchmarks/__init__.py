@@ -1,0 +1,1 @@
+"""Benchmarks: run ``benchmarks/engine.py`` (or ``make bench``)."""
