@@ -12,6 +12,9 @@ from scheduler_daemon.logs import get_logger
 
 ComponentFactory = Callable[[], Awaitable[None]]
 
+_MIN_BACKOFF_S = 0.1
+_STABLE_S = 60.0
+
 
 @dataclass(slots=True)
 class ComponentState:
@@ -68,10 +71,11 @@ class Supervisor:
         ]
 
     async def _guard(self, state: ComponentState, factory: ComponentFactory) -> None:
-        backoff = 0.1
+        backoff = _MIN_BACKOFF_S
         log = self._log.bind(component_name=state.name)
         while True:
             state.running = True
+            started = self._clock.monotonic()
             try:
                 await factory()
                 log.warning("component_exited")
@@ -89,5 +93,7 @@ class Supervisor:
                 )
             state.running = False
             state.restarts += 1
+            if self._clock.monotonic() - started > _STABLE_S:
+                backoff = _MIN_BACKOFF_S  # it had been healthy for a while: start over
             await self._clock.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff_s)
