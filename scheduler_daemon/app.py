@@ -115,7 +115,9 @@ class Daemon:
             lease_s=lambda: s.executor.lease_s,
         )
         listener = NotificationListener(dsn, discovery.notify, clock)
-        executor = Executor(actions, ready, results, slots, registry, clock, lambda: backoff)
+        executor = Executor(
+            actions, ready, results, slots, registry, clock, lambda: backoff, store.transaction
+        )
         completer = Completer(store, results, registry, self.owner, clock)
         heartbeat = Heartbeat(
             store,

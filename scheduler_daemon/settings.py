@@ -34,10 +34,58 @@ class DatabaseSettings(Section):
     pool_size: int = Field(default=10, ge=2, le=200)
 
 
+Role = Literal["read", "write", "admin"]
+
+
+class TokenConfig(Section):
+    """One API token: who it is (``name``, logged) and what it may do (``role``)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    token: SecretStr
+    role: Role
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> TokenConfig:
+        if len(self.token.get_secret_value()) < 16:
+            raise ValueError(f"token {self.name!r} is shorter than 16 characters")
+        return self
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 class HttpSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     body_limit_bytes: int = Field(default=1_048_576, ge=1024)
+    payload_limit_bytes: int = Field(default=262_144, ge=256)
+    tokens: list[TokenConfig] = Field(default_factory=list)
+    allow_anonymous: bool = False
+
+    @model_validator(mode="after")
+    def _tokens_or_loopback(self) -> HttpSettings:
+        names = [t.name for t in self.tokens]
+        if len(set(names)) != len(names):
+            raise ValueError("http.tokens: token names must be unique")
+        secrets = [t.token.get_secret_value() for t in self.tokens]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("http.tokens: two tokens have the same value")
+        if not self.tokens and not self.allow_anonymous and not self.loopback:
+            raise ValueError(
+                f"http.host is {self.host!r} but http.tokens is empty: without tokens the API "
+                "only listens on loopback; configure http.tokens or set "
+                "http.allow_anonymous = true"
+            )
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    @property
+    def anonymous(self) -> bool:
+        """Requests need no token (no tokens configured)."""
+        return not self.tokens
 
 
 class ExecutorSettings(Section):
@@ -76,6 +124,12 @@ class ShutdownSettings(Section):
     grace_s: float = Field(default=30.0, ge=0)
 
 
+class HandlersSettings(Section):
+    modules: list[str] = Field(
+        default_factory=list, description="modules imported at start to register handlers"
+    )
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -97,6 +151,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     log: LogSettings = LogSettings()
+    handlers: HandlersSettings = HandlersSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -156,6 +211,8 @@ def masked(settings: Settings) -> dict[str, Any]:
     url = settings.database.url
     data["database"]["url"] = _mask_url(url.get_secret_value()) if url is not None else None
     data["executor"]["heartbeat_s"] = settings.executor.heartbeat_interval_s  # effective value
+    for token in data["http"]["tokens"]:
+        token["token"] = "***"
     return data
 
 

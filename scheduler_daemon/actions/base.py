@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -15,21 +19,80 @@ class ActionResult:
     error: str | None = None
     output: str | None = None
     result: Any = None
+    retry_after_s: float | None = None  # the action's own wish for the retry delay
 
     @classmethod
     def success(cls, output: str | None = None, result: Any = None) -> ActionResult:
         return cls(ok=True, output=output, result=result)
 
     @classmethod
-    def failure(cls, error: str, *, retryable: bool, output: str | None = None) -> ActionResult:
-        return cls(ok=False, retryable=retryable, error=error, output=output)
+    def failure(
+        cls,
+        error: str,
+        *,
+        retryable: bool,
+        output: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> ActionResult:
+        return cls(
+            ok=False,
+            retryable=retryable,
+            error=error,
+            output=output,
+            retry_after_s=retry_after_s,
+        )
+
+
+class Retry(Exception):
+    """Raised by a handler: this attempt failed, try again after ``after`` (seconds or a
+    timedelta; None: the configured backoff). Counts as an attempt."""
+
+    def __init__(
+        self, reason: str = "retry requested", *, after: float | timedelta | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        if isinstance(after, timedelta):
+            after = after.total_seconds()
+        if after is not None and after < 0:
+            raise ValueError("Retry(after=...) must not be negative")
+        self.after_s = after
+
+
+class Fail(Exception):
+    """Raised by a handler: fail the task at once, without further retries."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+TransactionFactory = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ActionContext:
+    """What an action knows about the attempt it runs."""
+
+    task_id: uuid.UUID
+    attempt: int
+    max_attempts: int
+    action: str
+    log: Any  # a structlog logger bound to task_id, attempt and action
+    _transaction: TransactionFactory
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        """The handler's own database transaction (an asyncpg connection inside a
+        transaction): committed when the block ends, rolled back when it raises. The task's
+        status and attempt are recorded outside it, so a rollback never hides a failure."""
+        return self._transaction()
 
 
 class Action(Protocol):
     name: ClassVar[str]
     payload_model: ClassVar[type[BaseModel]]
 
-    async def run(self, payload: Any) -> ActionResult: ...
+    async def run(self, payload: Any, ctx: ActionContext) -> ActionResult: ...
 
     async def start(self) -> None: ...
 
@@ -64,6 +127,9 @@ def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
 class ActionRegistry:
     def __init__(self) -> None:
         self._actions: dict[str, Action] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._actions
 
     def register(self, action: Action, *aliases: str) -> None:
         for name in (action.name, *aliases):

@@ -6,8 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler_daemon.actions.base import ActionResult
-from scheduler_daemon.logs import get_logger
+from scheduler_daemon.actions.base import ActionContext, ActionResult
 
 
 class LogPayload(BaseModel):
@@ -21,13 +20,10 @@ class LogAction:
     name: ClassVar[str] = "log"
     payload_model: ClassVar[type[BaseModel]] = LogPayload
 
-    def __init__(self) -> None:
-        self._log = get_logger("action.log")
-
-    async def run(self, payload: Any) -> ActionResult:
+    async def run(self, payload: Any, ctx: ActionContext) -> ActionResult:
         assert isinstance(payload, LogPayload)
         extra = payload.model_extra or {}
-        method = getattr(self._log, payload.level)
+        method = getattr(ctx.log, payload.level)
         method("task_log", message=payload.message, **{f"data_{k}": v for k, v in extra.items()})
         return ActionResult.success(output=payload.message[:8192])
 
@@ -46,7 +42,7 @@ class NoopAction:
     name: ClassVar[str] = "noop"
     payload_model: ClassVar[type[BaseModel]] = NoopPayload
 
-    async def run(self, payload: Any) -> ActionResult:
+    async def run(self, payload: Any, ctx: ActionContext) -> ActionResult:
         return ActionResult.success()
 
     async def start(self) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import email.utils
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import aiohttp
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
-from scheduler_daemon.actions.base import ActionResult
+from scheduler_daemon.actions.base import ActionContext, ActionResult
 
 OUTPUT_LIMIT = 8192
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -40,6 +42,26 @@ def classify(status: int) -> tuple[bool, bool]:
     return False, status in RETRYABLE_STATUSES or status >= 500
 
 
+MAX_RETRY_AFTER_S = 24 * 3600.0
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped at a day."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    delta = (when - datetime.now(UTC)).total_seconds()
+    return min(max(delta, 0.0), MAX_RETRY_AFTER_S)
+
+
 class WebhookAction:
     name: ClassVar[str] = "webhook"
     payload_model: ClassVar[type[BaseModel]] = WebhookPayload
@@ -61,7 +83,7 @@ class WebhookAction:
             await self._session.close()
             self._session = None
 
-    async def run(self, payload: Any) -> ActionResult:
+    async def run(self, payload: Any, ctx: ActionContext) -> ActionResult:
         assert isinstance(payload, WebhookPayload)
         await self.start()
         assert self._session is not None
@@ -82,6 +104,9 @@ class WebhookAction:
                     f"HTTP {resp.status} from {payload.method} {payload.url.host}",
                     retryable=retryable,
                     output=output,
+                    retry_after_s=retry_after(resp.headers.get("Retry-After"))
+                    if retryable
+                    else None,
                 )
         except aiohttp.ClientError as exc:
             return ActionResult.failure(f"{type(exc).__name__}: {exc}", retryable=True)

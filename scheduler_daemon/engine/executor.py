@@ -8,7 +8,15 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from scheduler_daemon.actions.base import ActionRegistry, ActionResult, UnknownAction
+from scheduler_daemon.actions.base import (
+    ActionContext,
+    ActionRegistry,
+    ActionResult,
+    Fail,
+    Retry,
+    TransactionFactory,
+    UnknownAction,
+)
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.backoff import Backoff
 from scheduler_daemon.domain.models import AttemptResult, ClaimedTask, Outcome, TaskStatus
@@ -18,12 +26,19 @@ from scheduler_daemon.logs import get_logger
 
 
 def decide(
-    task: ClaimedTask, outcome: Outcome, retryable: bool, backoff: Backoff
+    task: ClaimedTask,
+    outcome: Outcome,
+    retryable: bool,
+    backoff: Backoff,
+    retry_after_s: float | None = None,
 ) -> tuple[TaskStatus, float | None]:
-    """The task's next status after an attempt, and the delay before a retry."""
+    """The task's next status after an attempt, and the delay before a retry (the action's
+    own ``retry_after_s`` when it asked for one, else the backoff)."""
     if outcome is Outcome.SUCCEEDED:
         return TaskStatus.COMPLETED, None
     if retryable and task.attempt < task.max_attempts:
+        if retry_after_s is not None:
+            return TaskStatus.SCHEDULED, retry_after_s
         return TaskStatus.SCHEDULED, backoff.delay(task.attempt)
     return TaskStatus.FAILED, None
 
@@ -38,7 +53,9 @@ class Executor:
         registry: LeaseRegistry,
         clock: Clock,
         backoff: Callable[[], Backoff],
+        transaction: TransactionFactory,
     ) -> None:
+        self._transaction = transaction
         self._actions = actions
         self._ready = ready
         self._results = results
@@ -96,7 +113,9 @@ class Executor:
             duration_ms = (self._clock.monotonic() - started) * 1000.0
         finally:
             self._registry.detach(task.id)
-        next_status, retry_in = decide(task, outcome, action_result.retryable, self._backoff())
+        next_status, retry_in = decide(
+            task, outcome, action_result.retryable, self._backoff(), action_result.retry_after_s
+        )
         return AttemptResult(
             task_id=task.id,
             attempt=task.attempt,
@@ -117,16 +136,31 @@ class Executor:
             # Written by another program, or by an older version: retrying cannot help.
             error = f"cannot run action {task.action!r}: {exc}"
             return Outcome.FAILED, ActionResult.failure(error, retryable=False)
+        log = self._log.bind(task_id=str(task.id), attempt=task.attempt, action=task.action)
+        ctx = ActionContext(
+            task_id=task.id,
+            attempt=task.attempt,
+            max_attempts=task.max_attempts,
+            action=task.action,
+            log=log,
+            _transaction=self._transaction,
+        )
         try:
             async with asyncio.timeout(task.timeout_s):
-                result = await action.run(payload)
+                result = await action.run(payload, ctx)
         except TimeoutError:
             error = f"timed out after {task.timeout_s:g}s"
             return Outcome.TIMED_OUT, ActionResult.failure(error, retryable=True)
+        except Retry as retry:
+            return Outcome.FAILED, ActionResult.failure(
+                retry.reason, retryable=True, retry_after_s=retry.after_s
+            )
+        except Fail as fail:
+            return Outcome.FAILED, ActionResult.failure(fail.reason, retryable=False)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a handler's bug must not take the worker down
-            self._log.exception("action_crashed", task_id=str(task.id), attempt=task.attempt)
+            log.exception("action_crashed")
             return Outcome.FAILED, ActionResult.failure(
                 f"{type(exc).__name__}: {exc}", retryable=True
             )

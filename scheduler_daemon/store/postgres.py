@@ -6,7 +6,8 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -211,6 +212,12 @@ class PostgresStore:
         """Cancel a task that has not started; None when it is not in a cancellable state."""
         row = await self.pool.fetchrow(queries.CANCEL_TASK, task_id)
         return _task(row) if row is not None else None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+        """A pooled connection inside a transaction, for user handlers."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
 
     async def ping(self) -> None:
         await self.pool.fetchval(queries.PING)
