@@ -536,7 +536,7 @@ async def bench_drain(env: Env, opts: Options) -> Figure:
     n = opts.drain_tasks
     tasks = [NewTask(action="noop", payload={}, run_at=None) for _ in range(n)]
     before = time.perf_counter()
-    await env.store.create_tasks_bulk(tasks)  # one statement, committed when it returns
+    await env.store.create_tasks(tasks)  # one statement, committed when it returns
     insert_s = time.perf_counter() - before
     cpu = env.cpu.snapshot()
     elapsed = await env.wait_completed(n, env.timeout_s, "drain")
@@ -608,7 +608,7 @@ async def bench_lag(env: Env, opts: Options) -> Figure:
         NewTask(action="noop", payload={}, run_at=base + timedelta(seconds=window * i / n))
         for i in range(n)
     ]
-    await env.store.create_tasks_bulk(tasks)
+    await env.store.create_tasks(tasks)
     committed = await env.conn.fetchval("SELECT clock_timestamp()")
     ahead_s = (base - committed).total_seconds()
     cpu = env.cpu.snapshot()

@@ -17,7 +17,8 @@ from aiohttp import web
 from scheduler_daemon.actions.base import ActionRegistry
 from scheduler_daemon.actions.simple import LogAction, NoopAction
 from scheduler_daemon.actions.webhook import WebhookAction
-from scheduler_daemon.api.app import ApiContext, TaskDefaults, create_app
+from scheduler_daemon.api.app import create_app
+from scheduler_daemon.api.context import ApiContext
 from scheduler_daemon.clock import Clock, SystemClock
 from scheduler_daemon.domain.backoff import Backoff
 from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
@@ -27,6 +28,7 @@ from scheduler_daemon.engine.executor import Executor
 from scheduler_daemon.engine.leases import Heartbeat, LeaseRegistry, Rescuer
 from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.engine.supervisor import Supervisor
+from scheduler_daemon.handlers import load_handlers
 from scheduler_daemon.health import Health
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.settings import Settings
@@ -37,12 +39,22 @@ from scheduler_daemon.store.postgres import PostgresStore, create_pool, migrate_
 log = get_logger("daemon")
 
 
-def default_actions() -> ActionRegistry:
+def build_actions(settings: Settings | None = None) -> ActionRegistry:
+    """The built-in actions, plus (given settings) the Python handlers of
+    ``handlers.modules`` and of the ``scheduler_daemon.handlers`` entry points."""
     registry = ActionRegistry()
     registry.register(WebhookAction())
     registry.register(LogAction(), "message")
     registry.register(NoopAction())
+    if settings is not None:
+        names = load_handlers(registry, settings.handlers.modules)
+        log.info("handlers_loaded", handlers=names)
     return registry
+
+
+def default_actions() -> ActionRegistry:
+    """The built-in actions only."""
+    return build_actions()
 
 
 def make_owner_id() -> str:
@@ -95,7 +107,7 @@ class Daemon:
     async def _serve(self, dsn: str, store: PostgresStore) -> None:
         s = self.settings
         clock = self.clock
-        actions = default_actions()
+        actions = build_actions(self.settings)
         await actions.start()
         ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
         results: asyncio.Queue[AttemptResult] = asyncio.Queue()
@@ -131,15 +143,20 @@ class Daemon:
 
         supervisor = Supervisor(clock)
         health = Health(store, listener.connected.is_set, supervisor.unhealthy)
-        defaults = TaskDefaults(s.retry.max_attempts, s.executor.default_timeout_s)
-        app = create_app(
-            ApiContext(store, actions, health, lambda: defaults), s.http.body_limit_bytes
-        )
+        app = create_app(ApiContext(store, actions, health, lambda: self.settings))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, s.http.host, s.http.port, reuse_address=True)
         await site.start()
         log.info("http_started", host=s.http.host, port=s.http.port)
+        if s.http.tokens:
+            log.info("auth_enabled", tokens=[f"{t.name}:{t.role}" for t in s.http.tokens])
+        else:
+            log.warning(
+                "auth_disabled",
+                reason="no http.tokens configured: requests need no token",
+                loopback_only=s.http.loopback,
+            )
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -115,13 +115,19 @@ class PayloadInvalid(ValueError):
         self.errors = errors
 
 
+def field_path(loc: tuple[int | str, ...] | list[int | str], prefix: str = "") -> str:
+    """``("tasks", 3, "run_at")`` -> ``tasks[3].run_at`` (after ``prefix``)."""
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path = f"{path}.{part}" if path else str(part)
+    return path or "body"
+
+
 def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
-    out = []
-    for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"])
-        field = f"{prefix}.{path}" if prefix and path else (prefix or path or "body")
-        out.append(FieldError(field=field, message=err["msg"]))
-    return out
+    return [FieldError(field_path(err["loc"], prefix), err["msg"]) for err in exc.errors()]
 
 
 class ActionRegistry:

@@ -23,6 +23,7 @@ class Problem(Exception):
         title: str,
         detail: str | None = None,
         errors: Sequence[FieldError] = (),
+        headers: dict[str, str] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(detail or title)
@@ -30,6 +31,7 @@ class Problem(Exception):
         self.title = title
         self.detail = detail
         self.errors = list(errors)
+        self.headers = headers
         self.extra = extra
 
     def response(self, instance: str | None = None) -> web.Response:
@@ -45,7 +47,12 @@ class Problem(Exception):
         if self.errors:
             body["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
         body.update(self.extra)
-        return web.Response(status=self.status, text=json.dumps(body), content_type=PROBLEM_TYPE)
+        return web.Response(
+            status=self.status,
+            text=json.dumps(body),
+            content_type=PROBLEM_TYPE,
+            headers=self.headers,
+        )
 
 
 def invalid(errors: Sequence[FieldError]) -> Problem:
@@ -76,7 +83,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return Problem(exc.status, exc.reason).response(request.path)
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return Problem(exc.status, exc.reason, headers=headers).response(request.path)
     except Exception:
         _log.exception("request_failed", method=request.method, path=request.path)
         return Problem(500, "Internal error", "the error was logged").response(request.path)

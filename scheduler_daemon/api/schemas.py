@@ -1,10 +1,12 @@
-"""Request and response models: the same pydantic models validate requests and describe them."""
+"""Request and response models: the same pydantic models validate requests and describe them
+in the OpenAPI document."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -12,31 +14,57 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 
-from scheduler_daemon.domain.models import Attempt, Task
+from scheduler_daemon.domain.models import Attempt, Task, TaskStatus
 
 MAX_DELAY_S = 366 * 24 * 3600
+MAX_BATCH = 1000
+MAX_LIST_LIMIT = 500
+DEFAULT_LIST_LIMIT = 50
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
 
 class CreateTask(BaseModel):
-    """Body of POST /v1/tasks."""
+    """Body of POST /v1/tasks (and one item of a batch)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    action: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
-    payload: dict[str, Any] = Field(default_factory=dict)
-    run_at: AwareDatetime | None = Field(
-        default=None, validation_alias=AliasChoices("run_at", "runAt", "executeAt")
+    action: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=NAME_PATTERN,
+        description="what to run: webhook, log (alias message), noop, or a registered handler",
     )
-    delay_s: float | None = Field(default=None, ge=0, le=MAX_DELAY_S)
-    queue: str = Field(default="default", min_length=1, max_length=100)
-    priority: int = Field(default=0, ge=-1000, le=1000)
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="the action's input, validated by the action"
+    )
+    run_at: AwareDatetime | None = Field(
+        default=None,
+        validation_alias=AliasChoices("run_at", "runAt", "executeAt"),
+        description="when to run (ISO 8601 with offset); also runAt, executeAt",
+    )
+    delay_s: float | None = Field(
+        default=None, ge=0, le=MAX_DELAY_S, description="run this many seconds from now"
+    )
+    queue: str = Field(default="default", min_length=1, max_length=100, pattern=NAME_PATTERN)
+    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="a repeat with the same key and body returns the original task",
+    )
+    depends_on: list[uuid.UUID] = Field(
+        default_factory=list,
+        max_length=100,
+        description="task ids that must complete first; the task waits in status waiting",
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="free-form, stored")
 
     @model_validator(mode="before")
     @classmethod
@@ -56,7 +84,69 @@ class CreateTask(BaseModel):
     def _one_time(self) -> CreateTask:
         if self.run_at is not None and self.delay_s is not None:
             raise ValueError("give run_at or delay_s, not both")
+        if len(set(self.depends_on)) != len(self.depends_on):
+            raise ValueError("depends_on lists a task twice")
         return self
+
+
+class CreateTaskBatch(BaseModel):
+    """Body of POST /v1/tasks/batch: all tasks are created, or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[CreateTask] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"1 to {MAX_BATCH} task bodies, each as for POST /v1/tasks",
+    )
+
+
+_SPACE_OFFSET = re.compile(r" (\d{2}:?\d{2})$")
+
+
+def _plus_offset(value: Any) -> Any:
+    """An unencoded '+' in a query string arrives as a space: restore the offset."""
+    if isinstance(value, str):
+        return _SPACE_OFFSET.sub(r"+\1", value)
+    return value
+
+
+class ListTasksQuery(BaseModel):
+    """Query parameters of GET /v1/tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: list[TaskStatus] = Field(
+        default_factory=list, description="repeat or separate with commas"
+    )
+    action: str | None = Field(default=None, max_length=100)
+    queue: str | None = Field(default=None, max_length=100)
+    schedule_id: uuid.UUID | None = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    run_after: AwareDatetime | None = None
+    run_before: AwareDatetime | None = None
+    limit: int = Field(default=DEFAULT_LIST_LIMIT, ge=1, le=MAX_LIST_LIMIT)
+    cursor: str | None = Field(default=None, max_length=200, description="next_cursor of a page")
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [p.strip() for v in value for p in str(v).split(",") if p.strip()]
+        return value
+
+    @field_validator("created_after", "created_before", "run_after", "run_before", mode="before")
+    @classmethod
+    def _offset(cls, value: Any) -> Any:
+        return _plus_offset(value)
+
+    @field_validator("action", "queue", "cursor", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return value or None
 
 
 class TaskOut(BaseModel):
@@ -65,13 +155,17 @@ class TaskOut(BaseModel):
     payload: dict[str, Any]
     queue: str
     priority: int
-    status: str
+    status: TaskStatus
     run_at: datetime
     attempts: int
     max_attempts: int
     timeout_s: float
     idempotency_key: str | None
     metadata: dict[str, Any]
+    depends_on: list[uuid.UUID]
+    schedule_id: uuid.UUID | None
+    scheduled_for: datetime | None
+    parent_task_id: uuid.UUID | None
     lease_owner: str | None
     lease_expires_at: datetime | None
     last_error: str | None
@@ -89,13 +183,17 @@ class TaskOut(BaseModel):
             payload=task.payload,
             queue=task.queue,
             priority=task.priority,
-            status=task.status.value,
+            status=task.status,
             run_at=task.run_at,
             attempts=task.attempts,
             max_attempts=task.max_attempts,
             timeout_s=task.timeout_s,
             idempotency_key=task.idempotency_key,
             metadata=task.metadata,
+            depends_on=list(task.depends_on),
+            schedule_id=task.schedule_id,
+            scheduled_for=task.scheduled_for,
+            parent_task_id=task.parent_task_id,
             lease_owner=task.lease_owner,
             lease_expires_at=task.lease_expires_at,
             last_error=task.last_error,
@@ -112,11 +210,16 @@ class TaskList(BaseModel):
     next_cursor: str | None
 
 
+class BatchCreated(BaseModel):
+    items: list[TaskOut] = Field(description="in the order of the request")
+    created: int = Field(description="how many were new (the rest are idempotent repeats)")
+
+
 class AttemptOut(BaseModel):
     task_id: uuid.UUID
     number: int
     worker: str
-    outcome: str
+    outcome: Literal["succeeded", "failed", "timed_out", "lost"]
     started_at: datetime
     finished_at: datetime
     duration_ms: float | None
@@ -140,3 +243,28 @@ class AttemptOut(BaseModel):
 
 class AttemptList(BaseModel):
     items: list[AttemptOut]
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="the offending field, e.g. payload.url or tasks[3].run_at")
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    reasons: list[str] | None = None

@@ -46,6 +46,11 @@ class NewTask:
     idempotency_key: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+    depends_on: tuple[uuid.UUID, ...] = ()
+    request_hash: str | None = None  # fingerprint of the request, for idempotent repeats
+    schedule_id: uuid.UUID | None = None
+    scheduled_for: datetime | None = None
+    parent_task_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,11 @@ class Task:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    depends_on: tuple[uuid.UUID, ...] = ()
+    schedule_id: uuid.UUID | None = None
+    scheduled_for: datetime | None = None
+    parent_task_id: uuid.UUID | None = None
+    request_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +106,12 @@ class ClaimedTask:
     max_attempts: int
     timeout_s: float
     run_at: datetime
+    series_start: int = 0  # attempts made before the current series (a manual retry)
+
+    @property
+    def series_attempt(self) -> int:
+        """The attempt's number within its series: what max_attempts counts."""
+        return self.attempt - self.series_start
 
 
 @dataclass(frozen=True, slots=True)

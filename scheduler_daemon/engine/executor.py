@@ -36,10 +36,10 @@ def decide(
     own ``retry_after_s`` when it asked for one, else the backoff)."""
     if outcome is Outcome.SUCCEEDED:
         return TaskStatus.COMPLETED, None
-    if retryable and task.attempt < task.max_attempts:
+    if retryable and task.series_attempt < task.max_attempts:
         if retry_after_s is not None:
             return TaskStatus.SCHEDULED, retry_after_s
-        return TaskStatus.SCHEDULED, backoff.delay(task.attempt)
+        return TaskStatus.SCHEDULED, backoff.delay(task.series_attempt)
     return TaskStatus.FAILED, None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from scheduler_daemon.domain.models import (
@@ -30,6 +31,12 @@ class Rescued:
 class TaskFilter:
     statuses: tuple[TaskStatus, ...] = ()
     action: str | None = None
+    queue: str | None = None
+    schedule_id: uuid.UUID | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    run_after: datetime | None = None
+    run_before: datetime | None = None
 
 
 class EngineStore(Protocol):
@@ -56,6 +63,12 @@ class TaskStore(Protocol):
     """What the HTTP API needs."""
 
     async def create_task(self, task: NewTask) -> tuple[Task, bool]: ...
+
+    async def create_tasks(self, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]: ...
+
+    async def run_now(self, task_id: uuid.UUID) -> Task | None: ...
+
+    async def retry_task(self, task_id: uuid.UUID) -> Task | None: ...
 
     async def get_task(self, task_id: uuid.UUID) -> Task | None: ...
 

@@ -34,6 +34,50 @@ class InvalidCursor(ValueError):
     """A list cursor that this store did not produce."""
 
 
+class UnknownDependencies(LookupError):
+    def __init__(self, index: int, missing: list[uuid.UUID]) -> None:
+        super().__init__(f"unknown task ids: {', '.join(map(str, missing))}")
+        self.index = index
+        self.missing = missing
+
+
+class IdempotencyConflict(Exception):
+    def __init__(self, index: int, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was used for a different request")
+        self.index = index
+        self.key = key
+
+
+_DEAD = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+def _insert_args(
+    tasks: Sequence[NewTask], states: dict[uuid.UUID, tuple[TaskStatus, str | None]]
+) -> list[list[Any]]:
+    scheduled = (TaskStatus.SCHEDULED, None)
+    status = [states.get(t.id, scheduled) for t in tasks]
+    return [
+        [t.id for t in tasks],
+        [t.action for t in tasks],
+        [json.dumps(t.payload) for t in tasks],
+        [t.queue for t in tasks],
+        [t.priority for t in tasks],
+        [st[0].value for st in status],
+        [t.run_at for t in tasks],
+        [t.delay_s for t in tasks],
+        [t.max_attempts for t in tasks],
+        [t.timeout_s for t in tasks],
+        [t.idempotency_key for t in tasks],
+        [t.request_hash for t in tasks],
+        [json.dumps(t.metadata) for t in tasks],
+        ["{" + ",".join(map(str, t.depends_on)) + "}" for t in tasks],
+        [st[1] for st in status],
+        [t.schedule_id for t in tasks],
+        [t.scheduled_for for t in tasks],
+        [t.parent_task_id for t in tasks],
+    ]
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typename in ("json", "jsonb"):
         await conn.set_type_codec(
@@ -71,11 +115,17 @@ async def migrate_database(dsn: str) -> list[int]:
         await conn.close()
 
 
-def _task(row: asyncpg.Record) -> Task:
+def _from_json_text(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _task(row: asyncpg.Record, *, json_text: bool = False) -> Task:
+    """A task row; ``json_text``: its jsonb columns were read as text (TASK_COLUMNS_JSON_TEXT)."""
+    decode = _from_json_text if json_text else (lambda value: value)
     return Task(
         id=row["id"],
         action=row["action"],
-        payload=row["payload"],
+        payload=decode(row["payload"]),
         queue=row["queue"],
         priority=row["priority"],
         status=TaskStatus(row["status"]),
@@ -84,15 +134,20 @@ def _task(row: asyncpg.Record) -> Task:
         max_attempts=row["max_attempts"],
         timeout_s=row["timeout_s"],
         idempotency_key=row["idempotency_key"],
-        metadata=row["metadata"],
+        metadata=decode(row["metadata"]),
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],
         last_error=row["last_error"],
-        result=row["result"],
+        result=decode(row["result"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        depends_on=tuple(row["depends_on"]),
+        schedule_id=row["schedule_id"],
+        scheduled_for=row["scheduled_for"],
+        parent_task_id=row["parent_task_id"],
+        request_hash=row["request_hash"],
     )
 
 
@@ -113,6 +168,83 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise InvalidCursor("cursor is not one this API returned") from exc
 
 
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+async def insert_tasks(conn: Connection, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:
+    """Insert tasks all-or-nothing on ``conn``; results in the order given, each with whether
+    it was created (False: an idempotent repeat, the original task is returned).
+
+    Runs inside the connection's open transaction if there is one: tasks with neither
+    dependencies nor idempotency keys take one statement; otherwise the statements run in
+    ``conn.transaction()`` (a savepoint inside an open transaction), so a later rollback by
+    the caller removes everything. Needs no type codec on ``conn``: JSON travels as text.
+
+    Raises UnknownDependencies or IdempotencyConflict (nothing is inserted then).
+    """
+    if not tasks:
+        return []
+    needs_transaction = any(t.depends_on or t.idempotency_key for t in tasks)
+    if not needs_transaction:  # the common case: one statement, one round trip
+        rows = await conn.fetch(queries.INSERT_TASKS, *_insert_args(tasks, {}))
+        by_id = {r["id"]: _task(r, json_text=True) for r in rows}
+        return [(by_id[t.id], True) for t in tasks]
+    async with conn.transaction():
+        states = await _dependency_states(conn, tasks)
+        rows = await conn.fetch(queries.INSERT_TASKS, *_insert_args(tasks, states))
+        inserted = {r["id"]: _task(r, json_text=True) for r in rows}
+        waiting = [(t.id, d) for t in tasks if t.id in inserted for d in t.depends_on]
+        if waiting:
+            await conn.execute(
+                queries.INSERT_DEPENDENCIES, [w[0] for w in waiting], [w[1] for w in waiting]
+            )
+        repeats = [t for t in tasks if t.id not in inserted]
+        existing: dict[str, Task] = {}
+        if repeats:
+            found = await conn.fetch(
+                queries.GET_TASKS_BY_IDEMPOTENCY_KEYS, [t.idempotency_key for t in repeats]
+            )
+            existing = {r["idempotency_key"]: _task(r, json_text=True) for r in found}
+        out: list[tuple[Task, bool]] = []
+        for index, task in enumerate(tasks):
+            if task.id in inserted:
+                out.append((inserted[task.id], True))
+                continue
+            assert task.idempotency_key is not None
+            original = existing.get(task.idempotency_key)
+            if original is None or original.request_hash != task.request_hash:
+                raise IdempotencyConflict(index, task.idempotency_key)
+            out.append((original, False))
+        return out
+
+
+async def _dependency_states(
+    conn: Connection, tasks: Sequence[NewTask]
+) -> dict[uuid.UUID, tuple[TaskStatus, str | None]]:
+    """The initial status of each new task with dependencies, and why if cancelled."""
+    wanted = sorted({d for t in tasks for d in t.depends_on})
+    if not wanted:
+        return {}
+    rows = await conn.fetch(queries.LOCK_DEPENDENCIES, wanted)
+    known = {r["id"]: TaskStatus(r["status"]) for r in rows}
+    states: dict[uuid.UUID, tuple[TaskStatus, str | None]] = {}
+    for index, task in enumerate(tasks):
+        if not task.depends_on:
+            continue
+        missing = [d for d in task.depends_on if d not in known]
+        if missing:
+            raise UnknownDependencies(index, missing)
+        dead = [d for d in task.depends_on if known[d] in _DEAD]
+        if dead:
+            reason = f"dependency {dead[0]} {known[dead[0]].value}"
+            states[task.id] = (TaskStatus.CANCELLED, reason)
+        elif all(known[d] is TaskStatus.COMPLETED for d in task.depends_on):
+            states[task.id] = (TaskStatus.SCHEDULED, None)
+        else:
+            states[task.id] = (TaskStatus.WAITING, None)
+    return states
+
+
 class PostgresStore:
     """Implements both EngineStore and TaskStore on one asyncpg pool."""
 
@@ -122,44 +254,20 @@ class PostgresStore:
     # -- API side -------------------------------------------------------------------------
 
     async def create_task(self, task: NewTask) -> tuple[Task, bool]:
-        """Insert a task; with an idempotency key already used, return that task instead."""
-        async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                queries.INSERT_TASK,
-                task.id,
-                task.action,
-                task.payload,
-                task.queue,
-                task.priority,
-                task.run_at,
-                task.delay_s,
-                task.max_attempts,
-                task.timeout_s,
-                task.idempotency_key,
-                task.metadata,
-            )
-            if row is not None:
-                return _task(row), True
-            existing = await conn.fetchrow(
-                queries.GET_TASK_BY_IDEMPOTENCY_KEY, task.idempotency_key
-            )
-        assert existing is not None
-        return _task(existing), False
+        """Insert a task; with an idempotency key already used for the same request, return
+        that task instead (created False)."""
+        [outcome] = await self.create_tasks([task])
+        return outcome
 
-    async def create_tasks_bulk(self, tasks: Sequence[NewTask]) -> None:
-        """Insert many tasks in one statement (benchmarks, bulk loads)."""
-        await self.pool.execute(
-            queries.INSERT_TASKS_BULK,
-            [t.id for t in tasks],
-            [t.action for t in tasks],
-            [t.payload for t in tasks],
-            [t.queue for t in tasks],
-            [t.priority for t in tasks],
-            [t.run_at for t in tasks],
-            [t.delay_s for t in tasks],
-            [t.max_attempts for t in tasks],
-            [t.timeout_s for t in tasks],
-        )
+    async def create_tasks(self, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:
+        """Insert tasks all-or-nothing, in one INSERT; results in the order given.
+
+        Raises UnknownDependencies or IdempotencyConflict (nothing is inserted then).
+        """
+        if not tasks:
+            return []
+        async with self.pool.acquire() as conn:
+            return await insert_tasks(conn, tasks)
 
     async def get_task(self, task_id: uuid.UUID) -> Task | None:
         row = await self.pool.fetchrow(queries.GET_TASK, task_id)
@@ -171,9 +279,18 @@ class PostgresStore:
         if flt.statuses:
             args.append([s.value for s in flt.statuses])
             clauses.append(f"status = ANY(${len(args)}::text[])")
-        if flt.action is not None:
-            args.append(flt.action)
-            clauses.append(f"action = ${len(args)}")
+        for column, value, op in (
+            ("action", flt.action, "="),
+            ("queue", flt.queue, "="),
+            ("schedule_id", flt.schedule_id, "="),
+            ("created_at", flt.created_after, ">="),
+            ("created_at", flt.created_before, "<"),
+            ("run_at", flt.run_after, ">="),
+            ("run_at", flt.run_before, "<"),
+        ):
+            if value is not None:
+                args.append(value)
+                clauses.append(f"{column} {op} ${len(args)}")
         if cursor is not None:
             created_at, last_id = decode_cursor(cursor)
             args.extend([created_at, last_id])
@@ -208,6 +325,16 @@ class PostgresStore:
             for r in rows
         ]
 
+    async def run_now(self, task_id: uuid.UUID) -> Task | None:
+        """Make a scheduled task due now; None when it is not scheduled."""
+        row = await self.pool.fetchrow(queries.RUN_NOW, task_id)
+        return _task(row) if row is not None else None
+
+    async def retry_task(self, task_id: uuid.UUID) -> Task | None:
+        """Re-queue a failed or cancelled task with a fresh attempt series."""
+        row = await self.pool.fetchrow(queries.RETRY_TASK, task_id)
+        return _task(row) if row is not None else None
+
     async def cancel_task(self, task_id: uuid.UUID) -> Task | None:
         """Cancel a task that has not started; None when it is not in a cancellable state."""
         row = await self.pool.fetchrow(queries.CANCEL_TASK, task_id)
@@ -236,6 +363,7 @@ class PostgresStore:
                 max_attempts=r["max_attempts"],
                 timeout_s=r["timeout_s"],
                 run_at=r["run_at"],
+                series_start=r["series_start"],
             )
             for r in rows
         ]

@@ -4,35 +4,83 @@ from __future__ import annotations
 
 TASK_COLUMNS = """id, action, payload, queue, priority, status, run_at, attempts, max_attempts,
     timeout_s, idempotency_key, metadata, lease_owner, lease_expires_at, last_error, result,
-    created_at, updated_at, started_at, finished_at"""
+    created_at, updated_at, started_at, finished_at, depends_on, schedule_id, scheduled_for,
+    parent_task_id, request_hash"""
 
-INSERT_TASK = f"""
+# The same columns with the jsonb ones read as JSON text, for the statements that also run on
+# a caller's own connection (transactional enqueue): whether or not that connection has the
+# pool's jsonb codec, text reads the same, and the store decodes it.
+_JSON_COLUMNS = frozenset({"payload", "metadata", "result"})
+TASK_COLUMNS_JSON_TEXT = ", ".join(
+    f"{c}::text AS {c}" if c in _JSON_COLUMNS else c
+    for c in (c.strip() for c in TASK_COLUMNS.split(","))
+)
+
+# Insert many tasks in one statement (a single create is a batch of one). A repeated
+# idempotency key inserts nothing; the caller compares the stored request fingerprint.
+# payload and metadata arrive as JSON text and jsonb goes back as text (no codec needed), so
+# the statement runs the same on a pool connection and on a service's own connection.
+INSERT_TASKS = f"""
 INSERT INTO tasks (id, action, payload, queue, priority, status, run_at, max_attempts,
-                   timeout_s, idempotency_key, metadata)
-VALUES ($1, $2, $3, $4, $5, 'scheduled',
-        COALESCE($6, now() + make_interval(secs => COALESCE($7, 0))),
-        $8, $9, $10, $11)
+                   timeout_s, idempotency_key, request_hash, metadata, depends_on, last_error,
+                   finished_at, schedule_id, scheduled_for, parent_task_id)
+SELECT r.id, r.action, r.payload::jsonb, r.queue, r.priority, r.status,
+       COALESCE(r.run_at, now() + make_interval(secs => COALESCE(r.delay_s, 0))),
+       r.max_attempts, r.timeout_s, r.idempotency_key, r.request_hash, r.metadata::jsonb,
+       r.depends_on::uuid[], r.last_error,
+       CASE WHEN r.status = 'cancelled' THEN now() END,
+       r.schedule_id, r.scheduled_for, r.parent_task_id
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+            $7::timestamptz[], $8::float8[], $9::int[], $10::float8[], $11::text[], $12::text[],
+            $13::text[], $14::text[], $15::text[], $16::uuid[], $17::timestamptz[],
+            $18::uuid[])
+     AS r(id, action, payload, queue, priority, status, run_at, delay_s, max_attempts,
+          timeout_s, idempotency_key, request_hash, metadata, depends_on, last_error,
+          schedule_id, scheduled_for, parent_task_id)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {TASK_COLUMNS}
+RETURNING {TASK_COLUMNS_JSON_TEXT}
 """
 
-INSERT_TASKS_BULK = """
-INSERT INTO tasks (id, action, payload, queue, priority, status, run_at, max_attempts, timeout_s)
-SELECT r.id, r.action, r.payload, r.queue, r.priority, 'scheduled',
-       COALESCE(r.run_at, now() + make_interval(secs => COALESCE(r.delay_s, 0))),
-       r.max_attempts, r.timeout_s
-FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::text[], $5::int[], $6::timestamptz[],
-            $7::float8[], $8::int[], $9::float8[])
-     AS r(id, action, payload, queue, priority, run_at, delay_s, max_attempts, timeout_s)
+GET_TASKS_BY_IDEMPOTENCY_KEYS = f"""
+SELECT {TASK_COLUMNS_JSON_TEXT} FROM tasks WHERE idempotency_key = ANY($1::text[])
+"""
+
+# Mark the dependencies of new tasks (locking them until the new tasks commit, so none can
+# finish unnoticed in between) and report their status; unknown ids are simply missing.
+LOCK_DEPENDENCIES = """
+UPDATE tasks SET has_dependents = true
+WHERE id = ANY($1::uuid[])
+RETURNING id, status
+"""
+
+INSERT_DEPENDENCIES = """
+INSERT INTO task_dependencies (task_id, depends_on_id)
+SELECT * FROM unnest($1::uuid[], $2::uuid[])
+ON CONFLICT DO NOTHING
 """
 
 GET_TASK = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"
 
-GET_TASK_BY_IDEMPOTENCY_KEY = f"SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key = $1"
 
 LIST_ATTEMPTS = """
 SELECT task_id, number, worker, outcome, started_at, finished_at, duration_ms, error, output
 FROM task_attempts WHERE task_id = $1 ORDER BY number
+"""
+
+# Run a scheduled task now (its run_at moves to now; the update trigger wakes discovery).
+RUN_NOW = f"""
+UPDATE tasks SET run_at = now(), updated_at = now()
+WHERE id = $1 AND status = 'scheduled'
+RETURNING {TASK_COLUMNS}
+"""
+
+# Re-queue a failed or cancelled task as a new attempt series: max_attempts counts afresh.
+RETRY_TASK = f"""
+UPDATE tasks
+SET status = 'scheduled', run_at = now(), series_start = attempts, last_error = NULL,
+    finished_at = NULL, updated_at = now()
+WHERE id = $1 AND status IN ('failed', 'cancelled')
+RETURNING {TASK_COLUMNS}
 """
 
 CANCEL_TASK = f"""
@@ -57,7 +105,8 @@ SET status = 'running', attempts = t.attempts + 1, lease_owner = $2,
     started_at = now(), updated_at = now()
 FROM due
 WHERE t.id = due.id
-RETURNING t.id, t.action, t.payload, t.priority, t.attempts, t.max_attempts, t.timeout_s, t.run_at
+RETURNING t.id, t.action, t.payload, t.priority, t.attempts, t.max_attempts, t.timeout_s,
+          t.run_at, t.series_start
 """
 
 # Seconds from the database's now() to the earliest scheduled task (negative: already due).
@@ -125,9 +174,11 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 ), moved AS (
     UPDATE tasks t
-    SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed' ELSE 'scheduled' END,
-        run_at = CASE WHEN t.attempts >= t.max_attempts THEN t.run_at ELSE now() END,
-        finished_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
+    SET status = CASE WHEN t.attempts - t.series_start >= t.max_attempts
+                      THEN 'failed' ELSE 'scheduled' END,
+        run_at = CASE WHEN t.attempts - t.series_start >= t.max_attempts
+                      THEN t.run_at ELSE now() END,
+        finished_at = CASE WHEN t.attempts - t.series_start >= t.max_attempts THEN now() END,
         last_error = 'lease expired: worker ' || e.lease_owner || ' stopped renewing it',
         lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
     FROM expired e

@@ -45,7 +45,7 @@ async def test_claim_orders_by_priority_then_run_at(store: PostgresStore) -> Non
 
 
 async def test_claim_respects_limit(store: PostgresStore) -> None:
-    await store.create_tasks_bulk([_noop() for _ in range(25)])
+    await store.create_tasks([_noop() for _ in range(25)])
     first = await store.claim("a", 10, 30.0)
     second = await store.claim("a", 100, 30.0)
     assert len(first) == 10
@@ -55,7 +55,7 @@ async def test_claim_respects_limit(store: PostgresStore) -> None:
 
 async def test_concurrent_claimers_never_share_a_task(store: PostgresStore) -> None:
     total = 2000
-    await store.create_tasks_bulk([_noop() for _ in range(total)])
+    await store.create_tasks([_noop() for _ in range(total)])
 
     async def claimer(owner: str) -> list[uuid.UUID]:
         got: list[uuid.UUID] = []
@@ -206,7 +206,7 @@ async def test_cancel_only_before_start(store: PostgresStore) -> None:
 
 
 async def test_claim_uses_the_partial_index(store: PostgresStore, pool: asyncpg.Pool) -> None:
-    await store.create_tasks_bulk([_noop() for _ in range(3000)])
+    await store.create_tasks([_noop() for _ in range(3000)])
     await pool.execute(
         "UPDATE tasks SET status = 'completed', finished_at = now() "
         "WHERE id IN (SELECT id FROM tasks LIMIT 2990)"

@@ -78,7 +78,7 @@ async def test_one_notification_per_bulk_insert(
     listener: tuple[NotificationListener, Recorder, asyncio.Task[None]], store: PostgresStore
 ) -> None:
     _, recorder, _ = listener
-    await store.create_tasks_bulk(
+    await store.create_tasks(
         [NewTask(action="noop", payload={}, delay_s=20 + i / 100) for i in range(500)]
     )
     first = await recorder.next()

@@ -1,0 +1,1 @@
+"""Example handler modules. Load one with ``handlers.modules = ["examples.attendance"]``."""

@@ -1,0 +1,32 @@
+"""What the API's handlers share: the store, the actions, readiness and the live settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from aiohttp import web
+
+from scheduler_daemon.actions.base import ActionRegistry
+from scheduler_daemon.settings import Settings
+from scheduler_daemon.store.base import TaskStore
+
+
+class ReadinessCheck(Protocol):
+    async def problems(self) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    store: TaskStore
+    actions: ActionRegistry
+    readiness: ReadinessCheck
+    settings: Callable[[], Settings]  # read per request: reloadable
+
+
+CONTEXT = web.AppKey("context", ApiContext)
+
+
+def context(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]

@@ -1,0 +1,389 @@
+"""Task routes: create (one or a batch), list, read, attempts, cancel, run now, retry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from scheduler_daemon.actions.base import FieldError, PayloadInvalid, UnknownAction, field_path
+from scheduler_daemon.api.context import ApiContext, context
+from scheduler_daemon.api.problems import Problem, from_validation, invalid
+from scheduler_daemon.api.routes import Response, Route
+from scheduler_daemon.api.schemas import (
+    AttemptList,
+    AttemptOut,
+    BatchCreated,
+    CreateTask,
+    CreateTaskBatch,
+    ListTasksQuery,
+    TaskList,
+    TaskOut,
+)
+from scheduler_daemon.domain.models import NewTask, Task
+from scheduler_daemon.store.base import TaskFilter
+from scheduler_daemon.store.postgres import IdempotencyConflict, InvalidCursor, UnknownDependencies
+
+METADATA_LIMIT_BYTES = 16_384
+TASK_ID = {"task_id": "the task's id (a UUID)"}
+
+
+def json_response(
+    model: BaseModel, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status,
+        text=model.model_dump_json(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await request.read()  # over http.body_limit_bytes: 413 before any parsing
+    if not raw:
+        raise Problem(
+            400,
+            "Malformed JSON",
+            "the request body is empty",
+            [FieldError("body", "expected a JSON object")],
+        )
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Problem(
+            400, "Malformed JSON", str(exc), [FieldError("body", "not valid JSON")]
+        ) from None
+
+
+def task_id_of(request: web.Request) -> uuid.UUID:
+    raw = request.match_info["task_id"]
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise Problem(
+            404,
+            "Task not found",
+            f"no task with id {raw!r}",
+            [FieldError("task_id", "not a task id (a UUID)")],
+        ) from None
+
+
+def not_found(task_id: uuid.UUID) -> Problem:
+    return Problem(
+        404, "Task not found", f"no task with id {task_id}", [FieldError("task_id", "no such task")]
+    )
+
+
+def _fingerprint(body: CreateTask, payload: dict[str, Any]) -> str:
+    data = body.model_dump(mode="json", exclude={"idempotency_key"})
+    data["payload"] = payload
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def to_new_task(ctx: ApiContext, body: CreateTask, prefix: str = "") -> NewTask:
+    """Validate what the model alone cannot (the action's payload, sizes) and build the task."""
+
+    def field(name: str) -> str:
+        return f"{prefix}.{name}" if prefix else name
+
+    if body.action not in ctx.actions:
+        known = ", ".join(ctx.actions.names())
+        raise invalid([FieldError(field("action"), f"unknown action; known: {known}")])
+    try:
+        payload = ctx.actions.validate(body.action, body.payload)
+    except UnknownAction:  # pragma: no cover - checked above
+        raise invalid([FieldError(field("action"), "unknown action")]) from None
+    except PayloadInvalid as exc:
+        raise invalid(
+            [
+                FieldError(f"{prefix}.{e.field}" if prefix else e.field, e.message)
+                for e in exc.errors
+            ]
+        ) from None
+    settings = ctx.settings()
+    limit = settings.http.payload_limit_bytes
+    if len(json.dumps(payload, separators=(",", ":")).encode()) > limit:
+        raise invalid([FieldError(field("payload"), f"larger than {limit} bytes as JSON")])
+    if len(json.dumps(body.metadata, separators=(",", ":")).encode()) > METADATA_LIMIT_BYTES:
+        raise invalid(
+            [FieldError(field("metadata"), f"larger than {METADATA_LIMIT_BYTES} bytes as JSON")]
+        )
+    return NewTask(
+        action=body.action,
+        payload=payload,
+        run_at=body.run_at,
+        delay_s=body.delay_s,
+        queue=body.queue,
+        priority=body.priority,
+        max_attempts=body.max_attempts or settings.retry.max_attempts,
+        timeout_s=body.timeout_s or settings.executor.default_timeout_s,
+        idempotency_key=body.idempotency_key,
+        metadata=body.metadata,
+        depends_on=tuple(body.depends_on),
+        request_hash=_fingerprint(body, payload) if body.idempotency_key else None,
+    )
+
+
+async def _create(
+    ctx: ApiContext, tasks: list[NewTask], prefix: str | None
+) -> list[tuple[Task, bool]]:
+    def field(index: int, name: str) -> str:
+        return f"{prefix}[{index}].{name}" if prefix is not None else name
+
+    try:
+        return await ctx.store.create_tasks(tasks)
+    except UnknownDependencies as exc:
+        raise invalid([FieldError(field(exc.index, "depends_on"), str(exc))]) from None
+    except IdempotencyConflict as exc:
+        raise Problem(
+            409,
+            "Idempotency key reused",
+            f"{exc}; the original task was left as it is",
+            [
+                FieldError(
+                    field(exc.index, "idempotency_key"), "used before with a different request body"
+                )
+            ],
+        ) from None
+
+
+async def create_task(request: web.Request) -> web.Response:
+    ctx = context(request)
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise invalid([FieldError("body", "expected a JSON object")])
+    header_key = request.headers.get("Idempotency-Key")
+    if header_key and "idempotency_key" not in data:
+        data["idempotency_key"] = header_key
+    try:
+        body = CreateTask.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+    [(task, created)] = await _create(ctx, [to_new_task(ctx, body)], None)
+    return json_response(
+        TaskOut.of(task),
+        status=201 if created else 200,
+        headers={"Location": f"/v1/tasks/{task.id}"},
+    )
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    ctx = context(request)
+    data = await read_json(request)
+    try:
+        batch = CreateTaskBatch.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+    tasks: list[NewTask] = []
+    errors: list[FieldError] = []
+    for index, body in enumerate(batch.tasks):
+        try:
+            tasks.append(to_new_task(ctx, body, field_path(("tasks", index))))
+        except Problem as problem:
+            errors.extend(problem.errors)
+    if errors:
+        raise invalid(errors)
+    outcomes = await _create(ctx, tasks, "tasks")
+    created = sum(1 for _, new in outcomes if new)
+    result = BatchCreated(items=[TaskOut.of(t) for t, _ in outcomes], created=created)
+    return json_response(result, status=201 if created else 200)
+
+
+def _query(request: web.Request) -> ListTasksQuery:
+    data: dict[str, Any] = {}
+    for key in request.query:
+        values = request.query.getall(key)
+        data[key] = values if key == "status" else values[-1]
+    try:
+        return ListTasksQuery.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    query = _query(request)
+    flt = TaskFilter(
+        statuses=tuple(query.status),
+        action=query.action,
+        queue=query.queue,
+        schedule_id=query.schedule_id,
+        created_after=query.created_after,
+        created_before=query.created_before,
+        run_after=query.run_after,
+        run_before=query.run_before,
+    )
+    try:
+        page = await context(request).store.list_tasks(flt, query.limit, query.cursor)
+    except InvalidCursor as exc:
+        raise invalid([FieldError("cursor", str(exc))]) from None
+    return json_response(
+        TaskList(items=[TaskOut.of(t) for t in page.items], next_cursor=page.next_cursor)
+    )
+
+
+async def get_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    task = await context(request).store.get_task(task_id)
+    if task is None:
+        raise not_found(task_id)
+    return json_response(TaskOut.of(task))
+
+
+async def list_attempts(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    store = context(request).store
+    if await store.get_task(task_id) is None:
+        raise not_found(task_id)
+    attempts = await store.list_attempts(task_id)
+    return json_response(AttemptList(items=[AttemptOut.of(a) for a in attempts]))
+
+
+async def _conflict(request: web.Request, task_id: uuid.UUID, what: str, allowed: str) -> Problem:
+    task = await context(request).store.get_task(task_id)
+    if task is None:
+        return not_found(task_id)
+    return Problem(
+        409,
+        f"Task cannot be {what}",
+        f"task is {task.status.value}; only {allowed} tasks can be {what}",
+        [FieldError("status", f"is {task.status.value}")],
+    )
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    task = await context(request).store.cancel_task(task_id)
+    if task is None:
+        raise await _conflict(request, task_id, "cancelled", "waiting or scheduled")
+    return json_response(TaskOut.of(task))
+
+
+async def run_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    task = await context(request).store.run_now(task_id)
+    if task is None:
+        raise await _conflict(request, task_id, "run now", "scheduled")
+    return json_response(TaskOut.of(task))
+
+
+async def retry_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    task = await context(request).store.retry_task(task_id)
+    if task is None:
+        raise await _conflict(request, task_id, "retried", "failed or cancelled")
+    return json_response(TaskOut.of(task))
+
+
+_TASK = Response("the task", TaskOut)
+
+ROUTES = [
+    Route(
+        "POST",
+        "/v1/tasks",
+        create_task,
+        "createTask",
+        "Create a task",
+        "tasks",
+        "write",
+        {
+            201: Response("created", TaskOut),
+            200: Response("an idempotent repeat: the original task", TaskOut),
+        },
+        body=CreateTask,
+        errors=(400, 409, 413, 422),
+        headers={"Idempotency-Key": "same as idempotency_key in the body"},
+    ),
+    Route(
+        "POST",
+        "/v1/tasks/batch",
+        create_batch,
+        "createTasks",
+        "Create up to 1,000 tasks, all or none",
+        "tasks",
+        "write",
+        {
+            201: Response("created", BatchCreated),
+            200: Response("all were idempotent repeats", BatchCreated),
+        },
+        body=CreateTaskBatch,
+        errors=(400, 409, 413, 422),
+    ),
+    Route(
+        "GET",
+        "/v1/tasks",
+        list_tasks,
+        "listTasks",
+        "List tasks, newest first",
+        "tasks",
+        "read",
+        {200: Response("a page of tasks", TaskList)},
+        query=ListTasksQuery,
+        errors=(422,),
+    ),
+    Route(
+        "GET",
+        "/v1/tasks/{task_id}",
+        get_task,
+        "getTask",
+        "Get a task",
+        "tasks",
+        "read",
+        {200: _TASK},
+        path_params=TASK_ID,
+        errors=(404,),
+    ),
+    Route(
+        "DELETE",
+        "/v1/tasks/{task_id}",
+        cancel_task,
+        "cancelTask",
+        "Cancel a task that has not started",
+        "tasks",
+        "write",
+        {200: Response("the cancelled task", TaskOut)},
+        path_params=TASK_ID,
+        errors=(404, 409),
+    ),
+    Route(
+        "GET",
+        "/v1/tasks/{task_id}/attempts",
+        list_attempts,
+        "listAttempts",
+        "The task's attempts, in order",
+        "tasks",
+        "read",
+        {200: Response("the attempts", AttemptList)},
+        path_params=TASK_ID,
+        errors=(404,),
+    ),
+    Route(
+        "POST",
+        "/v1/tasks/{task_id}/run",
+        run_task,
+        "runTask",
+        "Run a scheduled task now",
+        "tasks",
+        "write",
+        {200: _TASK},
+        path_params=TASK_ID,
+        errors=(404, 409),
+    ),
+    Route(
+        "POST",
+        "/v1/tasks/{task_id}/retry",
+        retry_task,
+        "retryTask",
+        "Re-queue a failed or cancelled task as a new attempt series",
+        "tasks",
+        "write",
+        {200: _TASK},
+        path_params=TASK_ID,
+        errors=(404, 409),
+    ),
+]
