@@ -8,13 +8,20 @@ import uuid
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scheduler_daemon.actions.base import FieldError, PayloadInvalid, UnknownAction, field_path
+from scheduler_daemon.actions.base import (
+    FieldError,
+    PayloadInvalid,
+    UnknownAction,
+    field_errors,
+    field_path,
+)
 from scheduler_daemon.api.context import ApiContext, context
 from scheduler_daemon.api.problems import Problem, from_validation, invalid
 from scheduler_daemon.api.routes import Response, Route
 from scheduler_daemon.api.schemas import (
+    MAX_BATCH,
     AttemptList,
     AttemptOut,
     BatchCreated,
@@ -173,18 +180,31 @@ async def create_task(request: web.Request) -> web.Response:
     )
 
 
+class _BatchEnvelope(BaseModel):
+    """CreateTaskBatch with its items left raw, to validate them one by one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
+
+
 async def create_batch(request: web.Request) -> web.Response:
     ctx = context(request)
     data = await read_json(request)
     try:
-        batch = CreateTaskBatch.model_validate(data)
+        envelope = _BatchEnvelope.model_validate(data)
     except ValidationError as exc:
         raise from_validation(exc) from None
+    # Each item on its own, so that every bad item is reported, not just the first.
     tasks: list[NewTask] = []
     errors: list[FieldError] = []
-    for index, body in enumerate(batch.tasks):
+    for index, item in enumerate(envelope.tasks):
+        prefix = field_path(("tasks", index))
         try:
-            tasks.append(to_new_task(ctx, body, field_path(("tasks", index))))
+            body = CreateTask.model_validate(item)
+            tasks.append(to_new_task(ctx, body, prefix))
+        except ValidationError as exc:
+            errors.extend(field_errors(exc, prefix))
         except Problem as problem:
             errors.extend(problem.errors)
     if errors:

@@ -1,0 +1,38 @@
+"""Run the API app on loopback against the test's database, with the given settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from aiohttp import web
+
+from scheduler_daemon.api.app import create_app
+from scheduler_daemon.api.context import ApiContext
+from scheduler_daemon.app import default_actions
+from scheduler_daemon.settings import Settings
+from scheduler_daemon.store.postgres import PostgresStore
+
+
+class AlwaysReady:
+    async def problems(self) -> list[str]:
+        return []
+
+
+@asynccontextmanager
+async def serve_api(
+    store: PostgresStore, settings: Settings | None = None
+) -> AsyncIterator[aiohttp.ClientSession]:
+    current = settings or Settings()
+    ctx = ApiContext(store, default_actions(), AlwaysReady(), lambda: current)
+    runner = web.AppRunner(create_app(ctx))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        async with aiohttp.ClientSession(f"http://{host}:{port}") as session:
+            yield session
+    finally:
+        await runner.cleanup()
