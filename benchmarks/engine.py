@@ -58,12 +58,13 @@ BENCH_URL_ENV = "SCHEDULER_BENCH_DATABASE_URL"
 POLL_S = 0.020  # how often every wait loop looks (readiness, completion counts)
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 45.0
-SCENARIOS = ("drain", "pickup", "lag", "create")
+SCENARIOS = ("drain", "pickup", "lag", "create", "batch")
 TARGETS = {
     "drain": ">= 5,000 tasks/s",
     "pickup": "< 15 ms",
     "lag": "< 25 ms",
     "create": ">= 1,500 requests/s",
+    "batch": ">= 20,000 tasks/s",
 }
 
 
@@ -83,6 +84,9 @@ class Options:
     lag_lead_s: float
     creates: int
     create_concurrency: int
+    batches: int
+    batch_items: int
+    batch_concurrency: int
     concurrency: int
     batch_size: int
     pool_size: int
@@ -112,6 +116,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--creates", type=int, default=5_000, help="POSTs to time (default 5000)")
     parser.add_argument(
         "--create-concurrency", type=int, default=16, help="in-flight POSTs (default 16)"
+    )
+    parser.add_argument("--batches", type=int, default=40, help="batch POSTs (default 40)")
+    parser.add_argument(
+        "--batch-items", type=int, default=1_000, help="tasks per batch POST (default 1000)"
+    )
+    parser.add_argument(
+        "--batch-concurrency", type=int, default=2, help="in-flight batch POSTs (default 2)"
     )
     concurrency = _default(ExecutorSettings, "concurrency")
     batch_size = _default(DiscoverySettings, "batch_size")
@@ -149,7 +160,16 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="run each daemon under cProfile and write <dir>/<scenario>.prof",
     )
     ns = parser.parse_args(argv)
-    for name in ("drain_tasks", "pickup_samples", "lag_tasks", "creates", "create_concurrency"):
+    for name in (
+        "drain_tasks",
+        "pickup_samples",
+        "lag_tasks",
+        "creates",
+        "create_concurrency",
+        "batches",
+        "batch_items",
+        "batch_concurrency",
+    ):
         if getattr(ns, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return Options(
@@ -160,6 +180,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         lag_lead_s=max(ns.lag_lead_s, 1.0),
         creates=ns.creates,
         create_concurrency=ns.create_concurrency,
+        batches=ns.batches,
+        batch_items=ns.batch_items,
+        batch_concurrency=ns.batch_concurrency,
         concurrency=ns.concurrency,
         batch_size=ns.batch_size,
         pool_size=ns.pool_size,
@@ -633,15 +656,24 @@ async def bench_lag(env: Env, opts: Options) -> Figure:
     return Figure("lag p99", f"{p99:.2f} ms", TARGETS["lag"], p99 < 25)
 
 
-async def bench_create(env: Env, opts: Options) -> Figure:
-    n = opts.creates
-    body = json.dumps({"action": "noop", "payload": {}, "delay_s": 3600}).encode()
+@dataclass(slots=True)
+class PostRun:
+    elapsed_s: float
+    statuses: Counter[str]
+    latencies_ms: list[float]
+
+
+async def post_many(
+    env: Env, path: str, body: bytes, count: int, concurrency: int, warmup: int
+) -> PostRun:
+    """POST ``body`` ``count`` times over one keep-alive session, ``concurrency`` in flight,
+    after ``warmup`` untimed requests that open the connections."""
     headers = {"Content-Type": "application/json"}
-    url = f"{env.daemon.base_url}/v1/tasks"
+    url = f"{env.daemon.base_url}{path}"
     statuses: Counter[str] = Counter()
     latencies: list[float] = []
-    connector = aiohttp.TCPConnector(limit=opts.create_concurrency)
-    timeout = aiohttp.ClientTimeout(total=30)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def post() -> None:
@@ -658,41 +690,76 @@ async def bench_create(env: Env, opts: Options) -> Figure:
             for _ in jobs:  # one shared iterator: each job is taken by exactly one client
                 await post()
 
-        async def run(count: int) -> float:
-            jobs = iter(range(count))
+        async def run(n: int) -> float:
+            jobs = iter(range(n))
             start = time.perf_counter()
             async with asyncio.timeout(env.timeout_s):
                 async with asyncio.TaskGroup() as group:
-                    for _ in range(min(opts.create_concurrency, count)):
+                    for _ in range(min(concurrency, n)):
                         group.create_task(client(jobs))
             return time.perf_counter() - start
 
-        warmup = min(200, max(n // 10, 1))
         try:
-            await run(warmup)  # opens the connections; not counted
+            if warmup:
+                await run(warmup)
             statuses.clear()
             latencies.clear()
-            cpu = env.cpu.snapshot()
-            elapsed = await run(n)
-            cpu_line = env.cpu.report(cpu)
+            elapsed = await run(count)
         except TimeoutError:
             raise ScenarioFailed(
-                f"create: {sum(statuses.values())} of {n} requests done after {env.timeout_s:g} s"
+                f"{path}: {sum(statuses.values())} of {count} requests done after "
+                f"{env.timeout_s:g} s"
             ) from None
-    rate = n / elapsed
-    bad = n - statuses.get("201", 0)
-    ms = [v * 1000 for v in latencies]
+    return PostRun(elapsed, statuses, [v * 1000 for v in latencies])
+
+
+async def bench_create(env: Env, opts: Options) -> Figure:
+    n = opts.creates
+    body = json.dumps({"action": "noop", "payload": {}, "delay_s": 3600}).encode()
+    warmup = min(200, max(n // 10, 1))
+    cpu = env.cpu.snapshot()
+    run = await post_many(env, "/v1/tasks", body, n, opts.create_concurrency, warmup)
+    cpu_line = env.cpu.report(cpu)
+    rate = n / run.elapsed_s
+    bad = n - run.statuses.get("201", 0)
+    ms = run.latencies_ms
     stored = await env.count("SELECT count(*) FROM tasks")
     print(
-        f"create: {n} POST /v1/tasks in {elapsed:.2f} s = {rate:.0f} requests/s "
+        f"create: {n} POST /v1/tasks in {run.elapsed_s:.2f} s = {rate:.0f} requests/s "
         f"({opts.create_concurrency} in flight, keep-alive; non-201: {bad}; "
         f"latency p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms; "
         f"rows stored incl. {warmup} warm-up: {stored})"
     )
     print(cpu_line)
     if bad:
-        print(f"  ! responses: {dict(statuses)}")
+        print(f"  ! responses: {dict(run.statuses)}")
     return Figure("create rate", f"{rate:,.0f} requests/s", TARGETS["create"], rate >= 1_500)
+
+
+async def bench_batch(env: Env, opts: Options) -> Figure:
+    items = [
+        {"action": "noop", "payload": {"n": i}, "delay_s": 3600, "queue": "bench"}
+        for i in range(opts.batch_items)
+    ]
+    body = json.dumps({"tasks": items}).encode()
+    cpu = env.cpu.snapshot()
+    run = await post_many(env, "/v1/tasks/batch", body, opts.batches, opts.batch_concurrency, 2)
+    cpu_line = env.cpu.report(cpu)
+    tasks = opts.batches * opts.batch_items
+    rate = tasks / run.elapsed_s
+    bad = opts.batches - run.statuses.get("201", 0)
+    ms = run.latencies_ms
+    stored = await env.count("SELECT count(*) FROM tasks")
+    print(
+        f"batch: {opts.batches} POST /v1/tasks/batch of {opts.batch_items} tasks in "
+        f"{run.elapsed_s:.2f} s = {rate:.0f} tasks/s ({opts.batch_concurrency} in flight; "
+        f"non-201: {bad}; latency p50 {percentile(ms, 50):.0f} ms, "
+        f"p99 {percentile(ms, 99):.0f} ms; rows stored incl. 2 warm-up batches: {stored})"
+    )
+    print(cpu_line)
+    if bad:
+        print(f"  ! responses: {dict(run.statuses)}")
+    return Figure("batch create rate", f"{rate:,.0f} tasks/s", TARGETS["batch"], rate >= 20_000)
 
 
 BENCHES = {
@@ -700,6 +767,7 @@ BENCHES = {
     "pickup": ("pick-up latency p99", bench_pickup),
     "lag": ("lag p99", bench_lag),
     "create": ("create rate", bench_create),
+    "batch": ("batch create rate", bench_batch),
 }
 
 
@@ -731,7 +799,9 @@ async def header(server: Server, opts: Options) -> None:
     print(
         f"workload: drain {opts.drain_tasks} tasks; pickup {opts.pickup_samples} samples; "
         f"lag {opts.lag_tasks} tasks over {opts.lag_window_s:g} s; creates {opts.creates} "
-        f"with {opts.create_concurrency} in flight; scenarios: {', '.join(opts.only)}"
+        f"with {opts.create_concurrency} in flight; batches {opts.batches} x "
+        f"{opts.batch_items} with {opts.batch_concurrency} in flight; "
+        f"scenarios: {', '.join(opts.only)}"
     )
     if opts.profile_dir is not None:
         print(f"profiling the daemon with cProfile into {opts.profile_dir} (figures are slower)")
