@@ -177,7 +177,8 @@ class TaskOut(BaseModel):
 
     @classmethod
     def of(cls, task: Task) -> TaskOut:
-        return cls(
+        # Built from a stored task, already valid: skip validation (a hot path for batches).
+        return cls.model_construct(
             id=task.id,
             action=task.action,
             payload=task.payload,

@@ -18,6 +18,7 @@ from scheduler_daemon.actions.base import (
     field_path,
 )
 from scheduler_daemon.api.context import ApiContext, context
+from scheduler_daemon.api.metrics import count_created
 from scheduler_daemon.api.problems import Problem, from_validation, invalid
 from scheduler_daemon.api.routes import Response, Route
 from scheduler_daemon.api.schemas import (
@@ -115,9 +116,12 @@ def to_new_task(ctx: ApiContext, body: CreateTask, prefix: str = "") -> NewTask:
         ) from None
     settings = ctx.settings()
     limit = settings.http.payload_limit_bytes
-    if len(json.dumps(payload, separators=(",", ":")).encode()) > limit:
+    payload_json = json.dumps(payload, separators=(",", ":"))
+    if len(payload_json) > limit or len(payload_json.encode()) > limit:
         raise invalid([FieldError(field("payload"), f"larger than {limit} bytes as JSON")])
-    if len(json.dumps(body.metadata, separators=(",", ":")).encode()) > METADATA_LIMIT_BYTES:
+    if body.metadata and (
+        len(json.dumps(body.metadata, separators=(",", ":")).encode()) > METADATA_LIMIT_BYTES
+    ):
         raise invalid(
             [FieldError(field("metadata"), f"larger than {METADATA_LIMIT_BYTES} bytes as JSON")]
         )
@@ -134,6 +138,7 @@ def to_new_task(ctx: ApiContext, body: CreateTask, prefix: str = "") -> NewTask:
         metadata=body.metadata,
         depends_on=tuple(body.depends_on),
         request_hash=_fingerprint(body, payload) if body.idempotency_key else None,
+        payload_json=payload_json,
     )
 
 
@@ -173,6 +178,7 @@ async def create_task(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise from_validation(exc) from None
     [(task, created)] = await _create(ctx, [to_new_task(ctx, body)], None)
+    count_created(request, [(task, created)])
     return json_response(
         TaskOut.of(task),
         status=201 if created else 200,
@@ -210,6 +216,7 @@ async def create_batch(request: web.Request) -> web.Response:
     if errors:
         raise invalid(errors)
     outcomes = await _create(ctx, tasks, "tasks")
+    count_created(request, outcomes)
     created = sum(1 for _, new in outcomes if new)
     result = BatchCreated(items=[TaskOut.of(t) for t, _ in outcomes], created=created)
     return json_response(result, status=201 if created else 200)

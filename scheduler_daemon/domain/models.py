@@ -51,6 +51,7 @@ class NewTask:
     schedule_id: uuid.UUID | None = None
     scheduled_for: datetime | None = None
     parent_task_id: uuid.UUID | None = None
+    payload_json: str | None = None  # the payload already encoded, when the caller has it
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,8 @@ class ClaimedTask:
     timeout_s: float
     run_at: datetime
     series_start: int = 0  # attempts made before the current series (a manual retry)
+    queue: str = "default"
+    claimed_at: datetime | None = None  # the database's now() when claimed (lag: minus run_at)
 
     @property
     def series_attempt(self) -> int:
@@ -127,6 +130,8 @@ class AttemptResult:
     output: str | None = None
     result: Any = None
     duration_ms: float = 0.0
+    action: str = ""  # for metrics
+    queue: str = "default"
 
 
 @dataclass(frozen=True, slots=True)

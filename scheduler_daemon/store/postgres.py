@@ -59,7 +59,7 @@ def _insert_args(
     return [
         [t.id for t in tasks],
         [t.action for t in tasks],
-        [json.dumps(t.payload) for t in tasks],
+        [t.payload_json or json.dumps(t.payload) for t in tasks],
         [t.queue for t in tasks],
         [t.priority for t in tasks],
         [st[0].value for st in status],
@@ -69,7 +69,7 @@ def _insert_args(
         [t.timeout_s for t in tasks],
         [t.idempotency_key for t in tasks],
         [t.request_hash for t in tasks],
-        [json.dumps(t.metadata) for t in tasks],
+        [json.dumps(t.metadata) if t.metadata else "{}" for t in tasks],
         ["{" + ",".join(map(str, t.depends_on)) + "}" for t in tasks],
         [st[1] for st in status],
         [t.schedule_id for t in tasks],
@@ -117,6 +117,37 @@ async def migrate_database(dsn: str) -> list[int]:
 
 def _from_json_text(value: str | None) -> Any:
     return None if value is None else json.loads(value)
+
+
+def _inserted(task: NewTask, row: asyncpg.Record) -> Task:
+    """A task just inserted: what was sent, plus what the database decided."""
+    return Task(
+        id=task.id,
+        action=task.action,
+        payload=task.payload,
+        queue=task.queue,
+        priority=task.priority,
+        status=TaskStatus(row["status"]),
+        run_at=row["run_at"],
+        attempts=0,
+        max_attempts=task.max_attempts,
+        timeout_s=task.timeout_s,
+        idempotency_key=task.idempotency_key,
+        metadata=task.metadata,
+        lease_owner=None,
+        lease_expires_at=None,
+        last_error=row["last_error"],
+        result=None,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        started_at=None,
+        finished_at=row["finished_at"],
+        depends_on=task.depends_on,
+        schedule_id=task.schedule_id,
+        scheduled_for=task.scheduled_for,
+        parent_task_id=task.parent_task_id,
+        request_hash=task.request_hash,
+    )
 
 
 def _task(row: asyncpg.Record, *, json_text: bool = False) -> Task:
@@ -187,12 +218,13 @@ async def insert_tasks(conn: Connection, tasks: Sequence[NewTask]) -> list[tuple
     needs_transaction = any(t.depends_on or t.idempotency_key for t in tasks)
     if not needs_transaction:  # the common case: one statement, one round trip
         rows = await conn.fetch(queries.INSERT_TASKS, *_insert_args(tasks, {}))
-        by_id = {r["id"]: _task(r, json_text=True) for r in rows}
-        return [(by_id[t.id], True) for t in tasks]
+        by_id = {r["id"]: r for r in rows}
+        return [(_inserted(t, by_id[t.id]), True) for t in tasks]
     async with conn.transaction():
         states = await _dependency_states(conn, tasks)
         rows = await conn.fetch(queries.INSERT_TASKS, *_insert_args(tasks, states))
-        inserted = {r["id"]: _task(r, json_text=True) for r in rows}
+        by_id = {r["id"]: r for r in rows}
+        inserted = {t.id: _inserted(t, by_id[t.id]) for t in tasks if t.id in by_id}
         waiting = [(t.id, d) for t in tasks if t.id in inserted for d in t.depends_on]
         if waiting:
             await conn.execute(
@@ -364,12 +396,19 @@ class PostgresStore:
                 timeout_s=r["timeout_s"],
                 run_at=r["run_at"],
                 series_start=r["series_start"],
+                queue=r["queue"],
+                claimed_at=r["claimed_at"],
             )
             for r in rows
         ]
 
     async def next_due_in(self) -> float | None:
         value: float | None = await self.pool.fetchval(queries.NEXT_DUE_IN)
+        return value
+
+    async def count_due(self) -> int:
+        """Scheduled tasks that are due and not claimed."""
+        value: int = await self.pool.fetchval(queries.COUNT_DUE)
         return value
 
     async def complete(self, owner: str, results: Sequence[AttemptResult]) -> set[uuid.UUID]:

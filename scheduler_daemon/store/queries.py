@@ -18,9 +18,10 @@ TASK_COLUMNS_JSON_TEXT = ", ".join(
 
 # Insert many tasks in one statement (a single create is a batch of one). A repeated
 # idempotency key inserts nothing; the caller compares the stored request fingerprint.
-# payload and metadata arrive as JSON text and jsonb goes back as text (no codec needed), so
-# the statement runs the same on a pool connection and on a service's own connection.
-INSERT_TASKS = f"""
+# payload and metadata arrive as JSON text (no codec needed), so the statement runs the same
+# on a pool connection and on a service's own connection; it returns only what the database
+# decided (the rest of each row is what was sent).
+INSERT_TASKS = """
 INSERT INTO tasks (id, action, payload, queue, priority, status, run_at, max_attempts,
                    timeout_s, idempotency_key, request_hash, metadata, depends_on, last_error,
                    finished_at, schedule_id, scheduled_for, parent_task_id)
@@ -38,7 +39,7 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[
           timeout_s, idempotency_key, request_hash, metadata, depends_on, last_error,
           schedule_id, scheduled_for, parent_task_id)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING {TASK_COLUMNS_JSON_TEXT}
+RETURNING id, status, run_at, created_at, updated_at, finished_at, last_error
 """
 
 GET_TASKS_BY_IDEMPOTENCY_KEYS = f"""
@@ -106,12 +107,17 @@ SET status = 'running', attempts = t.attempts + 1, lease_owner = $2,
 FROM due
 WHERE t.id = due.id
 RETURNING t.id, t.action, t.payload, t.priority, t.attempts, t.max_attempts, t.timeout_s,
-          t.run_at, t.series_start
+          t.run_at, t.series_start, t.queue, now() AS claimed_at
 """
 
 # Seconds from the database's now() to the earliest scheduled task (negative: already due).
 NEXT_DUE_IN = """
 SELECT extract(epoch FROM min(run_at) - now())::float8 FROM tasks WHERE status = 'scheduled'
+"""
+
+# Scheduled tasks that are due and not claimed (the scheduler_tasks_due gauge).
+COUNT_DUE = """
+SELECT count(*) FROM tasks WHERE status = 'scheduled' AND run_at <= now()
 """
 
 # Apply a batch of attempt results in one statement: the task row moves on only while this
