@@ -8,8 +8,9 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -31,10 +32,16 @@ from scheduler_daemon.engine.supervisor import Supervisor
 from scheduler_daemon.handlers import load_handlers
 from scheduler_daemon.health import Health
 from scheduler_daemon.logs import get_logger
+from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.embedded import start_embedded
 from scheduler_daemon.store.listener import NotificationListener
-from scheduler_daemon.store.postgres import PostgresStore, create_pool, migrate_database
+from scheduler_daemon.store.postgres import (
+    LazyPool,
+    PostgresStore,
+    create_pool,
+    migrate_database,
+)
 
 log = get_logger("daemon")
 
@@ -92,28 +99,38 @@ class Daemon:
 
     async def run(self) -> int:
         settings = self.settings
+        # Handlers first: a module that does not import stops the daemon before it touches
+        # the database.
+        actions = build_actions(settings)
         db = await open_database(settings)
         try:
             pool = await create_pool(db.dsn, settings.database.pool_size)
+            handler_pool = LazyPool(db.dsn, settings.database.handler_pool_size)
             try:
-                await self._serve(db.dsn, PostgresStore(pool))
+                await self._serve(db.dsn, PostgresStore(pool), actions, handler_pool)
             finally:
+                await handler_pool.close()
                 await pool.close()
         finally:
             await asyncio.to_thread(db.close)
         log.info("daemon_stopped")
         return 0
 
-    async def _serve(self, dsn: str, store: PostgresStore) -> None:
+    async def _serve(
+        self, dsn: str, store: PostgresStore, actions: ActionRegistry, handler_pool: LazyPool
+    ) -> None:
         s = self.settings
         clock = self.clock
-        actions = build_actions(self.settings)
         await actions.start()
         ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
         results: asyncio.Queue[AttemptResult] = asyncio.Queue()
         slots = Slots(s.executor.concurrency)
         registry = LeaseRegistry(clock)
         backoff = Backoff(s.retry.base_s, s.retry.cap_s, s.retry.jitter)
+        metrics = Metrics()
+        metrics.track_slots(lambda: slots.in_use, lambda: slots.capacity)
+        metrics.track_pool(lambda: store.pool.get_size() - store.pool.get_idle_size())
+        metrics.track_due(store.count_due)
 
         discovery = Discovery(
             store,
@@ -125,12 +142,20 @@ class Daemon:
             batch_size=lambda: s.discovery.batch_size,
             poll_interval_s=lambda: s.discovery.poll_interval_s,
             lease_s=lambda: s.executor.lease_s,
+            metrics=metrics,
         )
         listener = NotificationListener(dsn, discovery.notify, clock)
         executor = Executor(
-            actions, ready, results, slots, registry, clock, lambda: backoff, store.transaction
+            actions,
+            ready,
+            results,
+            slots,
+            registry,
+            clock,
+            lambda: backoff,
+            handler_pool.transaction,
         )
-        completer = Completer(store, results, registry, self.owner, clock)
+        completer = Completer(store, results, registry, self.owner, clock, metrics)
         heartbeat = Heartbeat(
             store,
             registry,
@@ -143,7 +168,7 @@ class Daemon:
 
         supervisor = Supervisor(clock)
         health = Health(store, listener.connected.is_set, supervisor.unhealthy)
-        app = create_app(ApiContext(store, actions, health, lambda: self.settings))
+        app = create_app(ApiContext(store, actions, health, lambda: self.settings), metrics)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, s.http.host, s.http.port, reuse_address=True)
@@ -169,6 +194,8 @@ class Daemon:
                 supervisor.start("heartbeat", heartbeat.run)
                 supervisor.start("rescuer", rescuer.run)
                 supervisor.start("discovery", discovery.run)
+                # Ready once the LISTEN connection is up (or a stop came first).
+                await _first(listener.connected.wait(), self._stop.wait())
                 health.started = True
                 log.info("daemon_started", owner=self.owner, concurrency=s.executor.concurrency)
                 await self._stop.wait()
@@ -209,6 +236,16 @@ class Daemon:
         for task_id in released:
             log.info("task_released", task_id=str(task_id))
             registry.discard(task_id)
+
+
+async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
+    """Wait until the first of ``aws`` finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def install_uvloop() -> Callable[[], asyncio.AbstractEventLoop] | None:

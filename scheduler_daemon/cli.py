@@ -12,6 +12,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from scheduler_daemon.app import Daemon, install_uvloop, open_database
+from scheduler_daemon.handlers import HandlerLoadError
 from scheduler_daemon.logs import configure_logging
 from scheduler_daemon.settings import ConfigError, Settings, load_settings, masked
 from scheduler_daemon.store.embedded import EmbeddedUnavailable
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "migrate":
             return _run(_migrate(settings))
         return _run(Daemon(settings).run())
-    except EmbeddedUnavailable as exc:
+    except (EmbeddedUnavailable, HandlerLoadError) as exc:
         print(str(exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -27,7 +27,9 @@ import importlib
 import importlib.metadata
 import inspect
 import json
+import os
 import re
+import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
@@ -206,7 +208,14 @@ class HandlerLoadError(ImportError):
 
 
 def import_handler_modules(modules: Sequence[str]) -> None:
-    """Import every module in ``modules`` and every ``scheduler_daemon.handlers`` entry point."""
+    """Import every module in ``modules`` and every ``scheduler_daemon.handlers`` entry point.
+
+    Like ``python -m``, the working directory is importable, so a project's own handler
+    modules load without being installed.
+    """
+    cwd = os.getcwd()
+    if modules and cwd not in sys.path:
+        sys.path.insert(0, cwd)
     for module in modules:
         try:
             importlib.import_module(module)

@@ -32,6 +32,9 @@ class DatabaseSettings(Section):
     )
     embedded_dir: Path = Field(default=Path(".scheduler-data"))
     pool_size: int = Field(default=10, ge=2, le=200)
+    # Handlers' ctx.transaction() connections come from a pool of their own (opened on first
+    # use), so slow handlers cannot starve claims, lease renewals and completions.
+    handler_pool_size: int = Field(default=5, ge=1, le=200)
 
 
 Role = Literal["read", "write", "admin"]

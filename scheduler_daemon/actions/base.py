@@ -43,6 +43,9 @@ class ActionResult:
         )
 
 
+MAX_RETRY_AFTER_S = 7 * 24 * 3600.0  # a handler's requested retry delay is capped at a week
+
+
 class Retry(Exception):
     """Raised by a handler: this attempt failed, try again after ``after`` (seconds or a
     timedelta; None: the configured backoff). Counts as an attempt."""
@@ -56,7 +59,7 @@ class Retry(Exception):
             after = after.total_seconds()
         if after is not None and after < 0:
             raise ValueError("Retry(after=...) must not be negative")
-        self.after_s = after
+        self.after_s = None if after is None else min(after, MAX_RETRY_AFTER_S)
 
 
 class Fail(Exception):

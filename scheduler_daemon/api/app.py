@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from scheduler_daemon.api import health, tasks
+from scheduler_daemon.api import docs, health, openapi, tasks
 from scheduler_daemon.api.auth import auth_middleware
 from scheduler_daemon.api.context import CONTEXT, ApiContext
+from scheduler_daemon.api.metrics import METRICS, http_metrics_middleware
+from scheduler_daemon.api.metrics import ROUTES as METRICS_ROUTES
 from scheduler_daemon.api.problems import problem_middleware
 from scheduler_daemon.api.routes import Route, add_routes
+from scheduler_daemon.metrics import Metrics
 
 
 def all_routes() -> list[Route]:
-    return [*tasks.ROUTES, *health.ROUTES]
+    return [*tasks.ROUTES, *health.ROUTES, *METRICS_ROUTES, *openapi.ROUTES, *docs.ROUTES]
 
 
-def create_app(ctx: ApiContext) -> web.Application:
+def create_app(ctx: ApiContext, metrics: Metrics | None = None) -> web.Application:
+    """``metrics``: the daemon's, which the engine records into too; None: the API's own."""
     app = web.Application(
         client_max_size=ctx.settings().http.body_limit_bytes,
-        middlewares=[problem_middleware, auth_middleware],
+        # Metrics outermost: they see the final status, problem responses included.
+        middlewares=[http_metrics_middleware, problem_middleware, auth_middleware],
     )
     app[CONTEXT] = ctx
+    app[METRICS] = metrics if metrics is not None else Metrics()
     add_routes(app, all_routes())
+    docs.add_docs_static(app)
     return app

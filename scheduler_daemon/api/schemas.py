@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     AwareDatetime,
     BaseModel,
@@ -21,6 +22,27 @@ from pydantic import (
 from scheduler_daemon.domain.models import Attempt, Task, TaskStatus
 
 MAX_DELAY_S = 366 * 24 * 3600
+
+
+def _storable_instant(value: datetime) -> datetime:
+    """An instant PostgreSQL can hold: its UTC time within years 1 to 9999."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: the UTC time must fall within years 1 to 9999") from None
+    return value
+
+
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# Aware (an offset is required) and storable.
+Instant = Annotated[AwareDatetime, AfterValidator(_storable_instant)]
+# Text PostgreSQL can store.
+Text = Annotated[str, AfterValidator(_no_nul)]
 MAX_BATCH = 1000
 MAX_LIST_LIMIT = 500
 DEFAULT_LIST_LIMIT = 50
@@ -41,7 +63,7 @@ class CreateTask(BaseModel):
     payload: dict[str, Any] = Field(
         default_factory=dict, description="the action's input, validated by the action"
     )
-    run_at: AwareDatetime | None = Field(
+    run_at: Instant | None = Field(
         default=None,
         validation_alias=AliasChoices("run_at", "runAt", "executeAt"),
         description="when to run (ISO 8601 with offset); also runAt, executeAt",
@@ -53,7 +75,7 @@ class CreateTask(BaseModel):
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
-    idempotency_key: str | None = Field(
+    idempotency_key: Text | None = Field(
         default=None,
         min_length=1,
         max_length=200,
@@ -119,13 +141,13 @@ class ListTasksQuery(BaseModel):
     status: list[TaskStatus] = Field(
         default_factory=list, description="repeat or separate with commas"
     )
-    action: str | None = Field(default=None, max_length=100)
-    queue: str | None = Field(default=None, max_length=100)
+    action: str | None = Field(default=None, max_length=100, pattern=NAME_PATTERN)
+    queue: str | None = Field(default=None, max_length=100, pattern=NAME_PATTERN)
     schedule_id: uuid.UUID | None = None
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
-    run_after: AwareDatetime | None = None
-    run_before: AwareDatetime | None = None
+    created_after: Instant | None = None
+    created_before: Instant | None = None
+    run_after: Instant | None = None
+    run_before: Instant | None = None
     limit: int = Field(default=DEFAULT_LIST_LIMIT, ge=1, le=MAX_LIST_LIMIT)
     cursor: str | None = Field(default=None, max_length=200, description="next_cursor of a page")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from typing import Any
 
@@ -61,7 +62,7 @@ async def read_json(request: web.Request) -> Any:
             [FieldError("body", "expected a JSON object")],
         )
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(
             400, "Malformed JSON", str(exc), [FieldError("body", "not valid JSON")]
@@ -85,6 +86,28 @@ def not_found(task_id: uuid.UUID) -> Problem:
     return Problem(
         404, "Task not found", f"no task with id {task_id}", [FieldError("task_id", "no such task")]
     )
+
+
+# A JSON escape of NUL (\\u0000), not an escaped backslash followed by "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def storable_json(value: Any, limit: int) -> tuple[str, str | None]:
+    """``value`` as JSON text, and what keeps PostgreSQL from storing it, if anything."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        return text, "must not contain NUL characters (\\u0000)"
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        return text, "contains a lone surrogate (\\ud800-\\udfff): not valid Unicode"
+    if size > limit:
+        return text, f"larger than {limit} bytes as JSON"
+    return text, None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _fingerprint(body: CreateTask, payload: dict[str, Any]) -> str:
@@ -116,15 +139,13 @@ def to_new_task(ctx: ApiContext, body: CreateTask, prefix: str = "") -> NewTask:
         ) from None
     settings = ctx.settings()
     limit = settings.http.payload_limit_bytes
-    payload_json = json.dumps(payload, separators=(",", ":"))
-    if len(payload_json) > limit or len(payload_json.encode()) > limit:
-        raise invalid([FieldError(field("payload"), f"larger than {limit} bytes as JSON")])
-    if body.metadata and (
-        len(json.dumps(body.metadata, separators=(",", ":")).encode()) > METADATA_LIMIT_BYTES
-    ):
-        raise invalid(
-            [FieldError(field("metadata"), f"larger than {METADATA_LIMIT_BYTES} bytes as JSON")]
-        )
+    payload_json, problem = storable_json(payload, limit)
+    if problem:
+        raise invalid([FieldError(field("payload"), problem)])
+    if body.metadata:
+        _, problem = storable_json(body.metadata, METADATA_LIMIT_BYTES)
+        if problem:
+            raise invalid([FieldError(field("metadata"), problem)])
     return NewTask(
         action=body.action,
         payload=payload,

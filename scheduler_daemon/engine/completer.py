@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import uuid
 
 import asyncpg
 
 from scheduler_daemon.clock import Clock
-from scheduler_daemon.domain.models import AttemptResult, TaskStatus
+from scheduler_daemon.domain.models import AttemptResult, Outcome, TaskStatus
+from scheduler_daemon.engine.executor import storable_text
 from scheduler_daemon.engine.leases import LeaseRegistry
 from scheduler_daemon.logs import get_logger
+from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.base import EngineStore
 
 MAX_BATCH = 1000
+
+# Errors that retrying the same values cannot cure: the database refuses a value.
+_UNSTORABLE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, TypeError, ValueError)
 
 
 class Completer:
@@ -23,7 +30,9 @@ class Completer:
         registry: LeaseRegistry,
         owner: str,
         clock: Clock,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._results = results
         self._registry = registry
@@ -48,11 +57,24 @@ class Completer:
         await self._results.join()
 
     async def _write(self, batch: list[AttemptResult]) -> None:
+        try:
+            applied = await self._complete(batch)
+        except _UNSTORABLE:
+            # One result the database refuses (a value it cannot hold) must not hold up the
+            # others: write them one by one, and the refused one without its result.
+            applied = set()
+            for result in batch:
+                applied |= await self._complete_alone(result)
+        self._report(batch, applied)
+
+    async def _complete(self, batch: list[AttemptResult]) -> set[uuid.UUID]:
+        """Write a batch, retrying while the database is unreachable; data errors propagate."""
         backoff = 0.05
         while True:
             try:
-                applied = await self._store.complete(self._owner, batch)
-                break
+                return await self._store.complete(self._owner, batch)
+            except _UNSTORABLE:
+                raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 # Keep the batch: the leases stay ours while the heartbeat can renew them, and
                 # a result that arrives after its lease is gone is fenced out, never doubled.
@@ -61,6 +83,34 @@ class Completer:
                 )
                 await self._clock.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+
+    async def _complete_alone(self, result: AttemptResult) -> set[uuid.UUID]:
+        try:
+            return await self._complete([result])
+        except _UNSTORABLE as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        self._log.error(
+            "result_unstorable", task_id=str(result.task_id), attempt=result.attempt, error=reason
+        )
+        # Record the attempt all the same, as a failure that says why (retried if it may be).
+        stripped = dataclasses.replace(
+            result,
+            outcome=Outcome.FAILED if result.outcome is Outcome.SUCCEEDED else result.outcome,
+            next_status=TaskStatus.FAILED
+            if result.next_status is TaskStatus.COMPLETED
+            else result.next_status,
+            result=None,
+            output=None,
+            error=storable_text(f"the attempt's result could not be stored: {reason}", 2000),
+        )
+        try:
+            return await self._complete([stripped])
+        except _UNSTORABLE:
+            return set()  # the lease runs out and the rescuer records the attempt as lost
+
+    def _report(self, batch: list[AttemptResult], applied: set[uuid.UUID]) -> None:
+        if self._metrics is not None:
+            self._metrics.finished(r for r in batch if r.task_id in applied)
         for result in batch:
             self._registry.discard(result.task_id)
             if result.task_id in applied and result.next_status is TaskStatus.COMPLETED:

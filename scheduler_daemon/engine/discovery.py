@@ -12,6 +12,7 @@ from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.leases import LeaseRegistry
 from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.logs import get_logger
+from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.base import EngineStore
 
 # When a claim came up short although tasks are due (other daemons hold their row locks),
@@ -31,7 +32,9 @@ class Discovery:
         batch_size: Callable[[], int],
         poll_interval_s: Callable[[], float],
         lease_s: Callable[[], float],
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._slots = slots
         self._ready = ready
@@ -66,6 +69,8 @@ class Discovery:
                 self._ready.put_nowait(task)
                 self._log.debug("task_claimed", task_id=str(task.id), attempt=task.attempt)
             self.claimed_total += len(claimed)
+            if self._metrics is not None:
+                self._metrics.claimed(claimed)
         return want - len(claimed)
 
     async def run(self) -> None:

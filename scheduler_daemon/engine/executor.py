@@ -24,6 +24,18 @@ from scheduler_daemon.engine.leases import LeaseRegistry
 from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.logs import get_logger
 
+ERROR_LIMIT = 8192
+OUTPUT_LIMIT = 8192
+
+
+def storable_text(text: str | None, limit: int) -> str | None:
+    """Text PostgreSQL can store (no NUL characters), cut to ``limit`` characters."""
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\\0")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 def decide(
     task: ClaimedTask,
@@ -122,10 +134,12 @@ class Executor:
             outcome=outcome,
             next_status=next_status,
             retry_in_s=retry_in,
-            error=action_result.error,
-            output=action_result.output,
+            error=storable_text(action_result.error, ERROR_LIMIT),
+            output=storable_text(action_result.output, OUTPUT_LIMIT),
             result=action_result.result,
             duration_ms=duration_ms,
+            action=task.action,
+            queue=task.queue,
         )
 
     async def _execute(self, task: ClaimedTask) -> tuple[Outcome, ActionResult]:
@@ -139,7 +153,7 @@ class Executor:
         log = self._log.bind(task_id=str(task.id), attempt=task.attempt, action=task.action)
         ctx = ActionContext(
             task_id=task.id,
-            attempt=task.attempt,
+            attempt=task.series_attempt,  # 1..max_attempts, also after a manual retry
             max_attempts=task.max_attempts,
             action=task.action,
             log=log,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -275,6 +276,34 @@ async def _dependency_states(
         else:
             states[task.id] = (TaskStatus.WAITING, None)
     return states
+
+
+class LazyPool:
+    """A pool opened on first use (handlers' own transactions); closing an unopened one is a
+    no-op."""
+
+    def __init__(self, dsn: str, size: int) -> None:
+        self._dsn = dsn
+        self._size = size
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def _get(self) -> asyncpg.Pool:
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await create_pool(self._dsn, self._size)
+            return self._pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+        pool = await self._get()
+        async with pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
 
 class PostgresStore:

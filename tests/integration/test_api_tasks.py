@@ -303,3 +303,24 @@ async def test_concurrent_completions_release_the_dependent_once(
     row = await store.get_task(uuid.UUID(child["id"]))
     assert row is not None
     assert row.status is TaskStatus.SCHEDULED
+
+
+async def test_unstorable_values_are_422_not_500(api: aiohttp.ClientSession) -> None:
+    cases = [
+        ({"action": "noop", "run_at": "0001-01-01T00:10:00+05:00"}, "run_at"),
+        ({"action": "noop", "payload": {"a": "x\u0000y"}}, "payload"),
+        ({"action": "noop", "metadata": {"\u0000": 1}}, "metadata"),
+        ({"action": "noop", "payload": {"a": "\ud810"}}, "payload"),
+        ({"action": "noop", "idempotency_key": "a\u0000"}, "idempotency_key"),
+    ]
+    for body, field in cases:
+        status, problem = await _post(api, "/v1/tasks", body)
+        assert status == 422, body
+        assert any(f.startswith(field) for f in _fields(problem)), (body, problem)
+    # An escaped backslash before "u0000" is ordinary text, and stored.
+    status, task = await _post(api, "/v1/tasks", {"action": "noop", "payload": {"a": "\\u0000"}})
+    assert status == 201
+    assert task["payload"] == {"a": "\\u0000"}
+    # NaN and Infinity are not JSON.
+    async with api.post("/v1/tasks", data=b'{"action": "noop", "payload": {"a": NaN}}') as resp:
+        assert resp.status == 400

@@ -1,0 +1,175 @@
+"""Prometheus metrics: one ``Metrics`` per daemon, on its own registry (never the global one),
+so that tests can build several side by side.
+
+The engine and the API record into it; gauges that describe the present (executor slots, pool
+connections, due tasks) are read when ``/metrics`` is scraped. Every metric is listed with its
+labels in the README's Metrics section: the names are a contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from importlib import metadata
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
+from scheduler_daemon.logs import get_logger
+
+# Attempt durations: a few milliseconds (noop, log) up to the ten-minute timeouts.
+DURATION_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+# Lag from due to claimed: about a millisecond when idle, minutes in a backlog.
+LAG_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
+)  # fmt: skip
+# HTTP handling: mostly one or two queries, a batch of 1,000 a few hundred milliseconds.
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# How long a scrape waits for the due-task count before it reports the previous value.
+DUE_QUERY_TIMEOUT_S = 1.0
+
+UNMATCHED_ROUTE = "unmatched"
+
+_log = get_logger("metrics")
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("scheduler-daemon")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown"
+
+
+class Metrics:
+    """Every metric of one daemon, on ``self.registry``."""
+
+    def __init__(self, version: str | None = None) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.tasks_created = Counter(
+            "scheduler_tasks_created",
+            "Tasks created through the API (idempotent repeats not counted)",
+            ["action", "queue"],
+            registry=r,
+        )
+        self.tasks_claimed = Counter(
+            "scheduler_tasks_claimed",
+            "Attempts started: tasks claimed by this daemon",
+            ["action", "queue"],
+            registry=r,
+        )
+        self.tasks_finished = Counter(
+            "scheduler_tasks_finished",
+            "Attempts recorded by this daemon, by outcome (succeeded, failed, timed_out, lost)",
+            ["action", "queue", "outcome"],
+            registry=r,
+        )
+        self.task_duration = Histogram(
+            "scheduler_task_duration_seconds",
+            "Duration of recorded attempts",
+            ["action"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.task_lag = Histogram(
+            "scheduler_task_lag_seconds",
+            "Time from a task's run_at to its claim, on the database's clock",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.tasks_due = Gauge(
+            "scheduler_tasks_due",
+            "Scheduled tasks that are due and not claimed (counted when scraped)",
+            registry=r,
+        )
+        self.executor_busy = Gauge("scheduler_executor_busy", "Executor slots in use", registry=r)
+        self.executor_capacity = Gauge(
+            "scheduler_executor_capacity", "Executor slots (executor.concurrency)", registry=r
+        )
+        self.db_pool_in_use = Gauge(
+            "scheduler_db_pool_in_use", "Database pool connections checked out", registry=r
+        )
+        self.http_requests = Counter(
+            "scheduler_http_requests",
+            "HTTP requests, by route template and final status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "scheduler_http_request_duration_seconds",
+            "HTTP request handling time, by route template",
+            ["route"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "scheduler_build_info", "Always 1; the version is a label", ["version"], registry=r
+        )
+        self.build_info.labels(version or package_version()).set(1)
+        self._count_due: Callable[[], Awaitable[int]] | None = None
+        self.due_timeout_s = DUE_QUERY_TIMEOUT_S
+
+    # -- wiring: where the scrape-time gauges read from ------------------------------------
+
+    def track_slots(self, in_use: Callable[[], float], capacity: Callable[[], float]) -> None:
+        self.executor_busy.set_function(in_use)
+        self.executor_capacity.set_function(capacity)
+
+    def track_pool(self, in_use: Callable[[], float]) -> None:
+        self.db_pool_in_use.set_function(in_use)
+
+    def track_due(self, count_due: Callable[[], Awaitable[int]]) -> None:
+        self._count_due = count_due
+
+    # -- recording --------------------------------------------------------------------------
+
+    def created(self, tasks: Iterable[tuple[str, str]]) -> None:
+        """Count newly created tasks, given as (action, queue) pairs."""
+        for (action, queue), n in collections.Counter(tasks).items():
+            self.tasks_created.labels(action, queue).inc(n)
+
+    def claimed(self, tasks: Iterable[ClaimedTask]) -> None:
+        for task in tasks:
+            self.tasks_claimed.labels(task.action, task.queue).inc()
+            if task.claimed_at is not None:
+                self.task_lag.observe(lag_s(task.run_at, task.claimed_at))
+
+    def finished(self, results: Iterable[AttemptResult]) -> None:
+        """Count attempts whose results were written (applied, not fenced out)."""
+        for result in results:
+            self.tasks_finished.labels(result.action, result.queue, result.outcome.value).inc()
+            self.task_duration.labels(result.action).observe(result.duration_ms / 1000.0)
+
+    def http_request(self, route: str, status: int, duration_s: float) -> None:
+        self.http_requests.labels(route, str(status)).inc()
+        self.http_duration.labels(route).observe(duration_s)
+
+    # -- scraping ---------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Update the gauges that need a query; on failure or timeout (``due_timeout_s``) keep
+        the last values: a scrape never waits long and never fails for the database."""
+        if self._count_due is None:
+            return
+        try:
+            async with asyncio.timeout(self.due_timeout_s):
+                due = await self._count_due()
+        except Exception as exc:
+            _log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self.tasks_due.set(due)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format 0.0.4."""
+        return generate_latest(self.registry)
+
+
+def lag_s(run_at: datetime, claimed_at: datetime) -> float:
+    """Seconds from due to claimed, never negative."""
+    return max((claimed_at - run_at).total_seconds(), 0.0)
