@@ -164,7 +164,9 @@ class Daemon:
             lease_s=lambda: s.executor.lease_s,
             interval_s=lambda: s.executor.heartbeat_interval_s,
         )
-        rescuer = Rescuer(store, clock, interval_s=lambda: max(s.executor.lease_s / 4, 0.5))
+        rescuer = Rescuer(
+            store, clock, interval_s=lambda: max(s.executor.lease_s / 4, 0.5), metrics=metrics
+        )
 
         supervisor = Supervisor(clock)
         health = Health(store, listener.connected.is_set, supervisor.unhealthy)

@@ -146,6 +146,10 @@ class Metrics:
             self.tasks_finished.labels(result.action, result.queue, result.outcome.value).inc()
             self.task_duration.labels(result.action).observe(result.duration_ms / 1000.0)
 
+    def lost(self, action: str, queue: str) -> None:
+        """An attempt whose lease expired (its daemon died), recorded by the rescuer."""
+        self.tasks_finished.labels(action, queue, "lost").inc()
+
     def http_request(self, route: str, status: int, duration_s: float) -> None:
         self.http_requests.labels(route, str(status)).inc()
         self.http_duration.labels(route).observe(duration_s)

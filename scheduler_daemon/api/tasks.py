@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from scheduler_daemon.actions.base import (
     FieldError,
@@ -39,6 +39,29 @@ from scheduler_daemon.store.postgres import IdempotencyConflict, InvalidCursor, 
 
 METADATA_LIMIT_BYTES = 16_384
 TASK_ID = {"task_id": "the task's id (a UUID)"}
+
+
+# Tasks go out straight from the domain dataclass, serialised by pydantic-core: the same JSON
+# as TaskOut (which describes it in the OpenAPI document) without building a model per task.
+_TASK_JSON = TypeAdapter(Task)
+_TASKS_JSON = TypeAdapter(list[Task])
+_HIDDEN = {"request_hash"}
+
+
+def task_json(task: Task) -> bytes:
+    return _TASK_JSON.dump_json(task, exclude=_HIDDEN)
+
+
+def tasks_json(tasks: list[Task]) -> bytes:
+    return _TASKS_JSON.dump_json(tasks, exclude={"__all__": _HIDDEN})
+
+
+def task_response(
+    task: Task, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status, body=task_json(task), content_type="application/json", headers=headers
+    )
 
 
 def json_response(
@@ -92,9 +115,12 @@ def not_found(task_id: uuid.UUID) -> Problem:
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def storable_json(value: Any, limit: int) -> tuple[str, str | None]:
     """``value`` as JSON text, and what keeps PostgreSQL from storing it, if anything."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = _COMPACT.encode(value)
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         return text, "must not contain NUL characters (\\u0000)"
     try:
@@ -200,8 +226,8 @@ async def create_task(request: web.Request) -> web.Response:
         raise from_validation(exc) from None
     [(task, created)] = await _create(ctx, [to_new_task(ctx, body)], None)
     count_created(request, [(task, created)])
-    return json_response(
-        TaskOut.of(task),
+    return task_response(
+        task,
         status=201 if created else 200,
         headers={"Location": f"/v1/tasks/{task.id}"},
     )
@@ -239,8 +265,12 @@ async def create_batch(request: web.Request) -> web.Response:
     outcomes = await _create(ctx, tasks, "tasks")
     count_created(request, outcomes)
     created = sum(1 for _, new in outcomes if new)
-    result = BatchCreated(items=[TaskOut.of(t) for t, _ in outcomes], created=created)
-    return json_response(result, status=201 if created else 200)
+    items = tasks_json([t for t, _ in outcomes])
+    return web.Response(
+        status=201 if created else 200,
+        body=b'{"items":' + items + b',"created":%d}' % created,
+        content_type="application/json",
+    )
 
 
 def _query(request: web.Request) -> ListTasksQuery:
@@ -270,9 +300,9 @@ async def list_tasks(request: web.Request) -> web.Response:
         page = await context(request).store.list_tasks(flt, query.limit, query.cursor)
     except InvalidCursor as exc:
         raise invalid([FieldError("cursor", str(exc))]) from None
-    return json_response(
-        TaskList(items=[TaskOut.of(t) for t in page.items], next_cursor=page.next_cursor)
-    )
+    cursor = json.dumps(page.next_cursor).encode()
+    body = b'{"items":' + tasks_json(page.items) + b',"next_cursor":' + cursor + b"}"
+    return web.Response(body=body, content_type="application/json")
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -280,7 +310,7 @@ async def get_task(request: web.Request) -> web.Response:
     task = await context(request).store.get_task(task_id)
     if task is None:
         raise not_found(task_id)
-    return json_response(TaskOut.of(task))
+    return task_response(task)
 
 
 async def list_attempts(request: web.Request) -> web.Response:
@@ -309,7 +339,7 @@ async def cancel_task(request: web.Request) -> web.Response:
     task = await context(request).store.cancel_task(task_id)
     if task is None:
         raise await _conflict(request, task_id, "cancelled", "waiting or scheduled")
-    return json_response(TaskOut.of(task))
+    return task_response(task)
 
 
 async def run_task(request: web.Request) -> web.Response:
@@ -317,7 +347,7 @@ async def run_task(request: web.Request) -> web.Response:
     task = await context(request).store.run_now(task_id)
     if task is None:
         raise await _conflict(request, task_id, "run now", "scheduled")
-    return json_response(TaskOut.of(task))
+    return task_response(task)
 
 
 async def retry_task(request: web.Request) -> web.Response:
@@ -325,7 +355,7 @@ async def retry_task(request: web.Request) -> web.Response:
     task = await context(request).store.retry_task(task_id)
     if task is None:
         raise await _conflict(request, task_id, "retried", "failed or cancelled")
-    return json_response(TaskOut.of(task))
+    return task_response(task)
 
 
 _TASK = Response("the task", TaskOut)

@@ -11,6 +11,7 @@ from typing import Any
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
 from scheduler_daemon.logs import get_logger
+from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.base import EngineStore
 
 
@@ -123,7 +124,9 @@ class Rescuer:
         clock: Clock,
         interval_s: Callable[[], float],
         batch_size: int = 500,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._clock = clock
         self._interval_s = interval_s
@@ -135,6 +138,8 @@ class Rescuer:
         while True:
             rescued = await self._store.rescue_expired(self._batch_size)
             for r in rescued:
+                if self._metrics is not None:
+                    self._metrics.lost(r.action, r.queue)
                 self._log.warning(
                     "task_rescued",
                     task_id=str(r.task_id),

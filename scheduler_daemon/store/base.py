@@ -25,6 +25,8 @@ class Rescued:
     status: TaskStatus
     attempt: int
     owner: str
+    action: str = ""
+    queue: str = "default"
 
 
 @dataclass(frozen=True, slots=True)

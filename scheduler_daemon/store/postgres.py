@@ -203,6 +203,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
+async def _insert(
+    conn: Connection,
+    tasks: Sequence[NewTask],
+    states: dict[uuid.UUID, tuple[TaskStatus, str | None]],
+) -> list[asyncpg.Record]:
+    columns = _insert_args(tasks, states)
+    if len(tasks) == 1:
+        row = await conn.fetchrow(queries.INSERT_TASK, *(column[0] for column in columns))
+        return [] if row is None else [row]
+    return await conn.fetch(queries.INSERT_TASKS, *columns)
+
+
 async def insert_tasks(conn: Connection, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:
     """Insert tasks all-or-nothing on ``conn``; results in the order given, each with whether
     it was created (False: an idempotent repeat, the original task is returned).
@@ -218,12 +230,12 @@ async def insert_tasks(conn: Connection, tasks: Sequence[NewTask]) -> list[tuple
         return []
     needs_transaction = any(t.depends_on or t.idempotency_key for t in tasks)
     if not needs_transaction:  # the common case: one statement, one round trip
-        rows = await conn.fetch(queries.INSERT_TASKS, *_insert_args(tasks, {}))
+        rows = await _insert(conn, tasks, {})
         by_id = {r["id"]: r for r in rows}
         return [(_inserted(t, by_id[t.id]), True) for t in tasks]
     async with conn.transaction():
         states = await _dependency_states(conn, tasks)
-        rows = await conn.fetch(queries.INSERT_TASKS, *_insert_args(tasks, states))
+        rows = await _insert(conn, tasks, states)
         by_id = {r["id"]: r for r in rows}
         inserted = {t.id: _inserted(t, by_id[t.id]) for t in tasks if t.id in by_id}
         waiting = [(t.id, d) for t in tasks if t.id in inserted for d in t.depends_on]
@@ -478,6 +490,8 @@ class PostgresStore:
                 status=TaskStatus(r["status"]),
                 attempt=r["attempts"],
                 owner=r["owner"],
+                action=r["action"],
+                queue=r["queue"],
             )
             for r in rows
         ]

@@ -224,3 +224,27 @@ async def test_claim_uses_the_partial_index(store: PostgresStore, pool: asyncpg.
     assert plan
     assert "tasks_claim_idx" in text or "tasks_next_run_idx" in text, text
     assert "Seq Scan" not in text, text
+
+
+async def test_rescuer_counts_lost_attempts(store: PostgresStore, pool: asyncpg.Pool) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from scheduler_daemon.clock import SystemClock
+    from scheduler_daemon.engine.leases import Rescuer
+    from scheduler_daemon.metrics import Metrics
+
+    await store.create_task(NewTask(action="log", payload={}, queue="mail"))
+    await store.claim("gone", 1, 30.0)
+    await pool.execute("UPDATE tasks SET lease_expires_at = now() - interval '1 s'")
+    metrics = Metrics()
+    rescuer = Rescuer(store, SystemClock(), interval_s=lambda: 60.0, metrics=metrics)
+    assert await rescuer.sweep() == 1
+    samples = [
+        s
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.name == "scheduler_tasks_finished_total"
+    ]
+    assert [(s.labels, s.value) for s in samples] == [
+        ({"action": "log", "queue": "mail", "outcome": "lost"}, 1.0)
+    ]
