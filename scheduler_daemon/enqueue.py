@@ -14,8 +14,6 @@ one created over HTTP. Plain asyncpg connections are fine: no type codec is need
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -30,7 +28,7 @@ from scheduler_daemon.actions.base import (
     UnknownAction,
     field_path,
 )
-from scheduler_daemon.api.schemas import CreateTask
+from scheduler_daemon.api.schemas import CreateTask, storable_json
 from scheduler_daemon.domain.models import NewTask
 from scheduler_daemon.store.postgres import (
     Connection,
@@ -56,6 +54,20 @@ class TaskInvalid(ValueError):
     def __init__(self, errors: list[FieldError]) -> None:
         super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
         self.errors = errors
+
+
+_NO_LIMIT = 1 << 62  # the API's size limits are its settings'; a service's own code has none
+
+
+def _storable(name: str, value: Any) -> str:
+    """``value`` as JSON text PostgreSQL stores, or TaskInvalid naming ``name``."""
+    try:
+        text, problem = storable_json(value, _NO_LIMIT)
+    except (TypeError, ValueError) as exc:
+        raise TaskInvalid([FieldError(name, f"not JSON: {exc}")]) from None
+    if problem:
+        raise TaskInvalid([FieldError(name, problem)])
+    return text
 
 
 async def enqueue(
@@ -119,24 +131,10 @@ async def enqueue(
             known = ", ".join(validate.names())
             raise UnknownAction(f"unknown action {body.action!r}; known: {known}")
         stored = validate.validate(body.action, body.payload)
-    for name, value in (("payload", stored), ("metadata", body.metadata)):
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise TaskInvalid([FieldError(name, f"not JSON: {exc}")]) from None
-    task = NewTask(
-        action=body.action,
-        payload=stored,
-        run_at=body.run_at,
-        delay_s=body.delay_s,
-        queue=body.queue,
-        priority=body.priority,
-        max_attempts=max_attempts,
-        timeout_s=timeout_s,
-        idempotency_key=body.idempotency_key,
-        metadata=body.metadata,
-        depends_on=tuple(body.depends_on),
-        request_hash=_fingerprint(body, stored) if body.idempotency_key else None,
+    payload_json = _storable("payload", stored)
+    _storable("metadata", body.metadata)
+    task = body.new_task(
+        stored, max_attempts=max_attempts, timeout_s=timeout_s, payload_json=payload_json
     )
     [task_id] = await enqueue_many(conn, [task])
     return task_id
@@ -159,11 +157,3 @@ async def enqueue_many(conn: Connection, tasks: Sequence[NewTask]) -> list[uuid.
         raise TaskInvalid(errors)
     outcomes = await insert_tasks(conn, tasks)
     return [task.id for task, _ in outcomes]
-
-
-def _fingerprint(body: CreateTask, payload: dict[str, Any]) -> str:
-    """The request's fingerprint for idempotent repeats, computed as the HTTP API does."""
-    data = body.model_dump(mode="json", exclude={"idempotency_key"})
-    data["payload"] = payload
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()

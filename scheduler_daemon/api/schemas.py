@@ -3,6 +3,8 @@ in the OpenAPI document."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from scheduler_daemon.domain.models import Attempt, Task, TaskStatus
+from scheduler_daemon.domain.models import Attempt, NewTask, Task, TaskStatus
 
 MAX_DELAY_S = 366 * 24 * 3600
 
@@ -109,6 +111,59 @@ class CreateTask(BaseModel):
         if len(set(self.depends_on)) != len(self.depends_on):
             raise ValueError("depends_on lists a task twice")
         return self
+
+    def fingerprint(self, payload: dict[str, Any]) -> str:
+        """What identifies the request for idempotent repeats: the body, the payload as
+        stored, without the key itself."""
+        data = self.model_dump(mode="json", exclude={"idempotency_key"})
+        data["payload"] = payload
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def new_task(
+        self,
+        payload: dict[str, Any],
+        *,
+        max_attempts: int,
+        timeout_s: float,
+        payload_json: str | None = None,
+    ) -> NewTask:
+        """The task to insert, with ``payload`` as validated by its action and the given
+        defaults for what the body leaves out."""
+        return NewTask(
+            action=self.action,
+            payload=payload,
+            run_at=self.run_at,
+            delay_s=self.delay_s,
+            queue=self.queue,
+            priority=self.priority,
+            max_attempts=self.max_attempts or max_attempts,
+            timeout_s=self.timeout_s or timeout_s,
+            idempotency_key=self.idempotency_key,
+            metadata=self.metadata,
+            depends_on=tuple(self.depends_on),
+            request_hash=self.fingerprint(payload) if self.idempotency_key else None,
+            payload_json=payload_json,
+        )
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# A JSON escape of NUL (\\u0000), not an escaped backslash followed by "u0000".
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def storable_json(value: Any, limit: int) -> tuple[str, str | None]:
+    """``value`` as JSON text, and what keeps PostgreSQL from storing it, if anything."""
+    text = _COMPACT.encode(value)
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        return text, "must not contain NUL characters (\\u0000)"
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        return text, "contains a lone surrogate (\\ud800-\\udfff): not valid Unicode"
+    if size > limit:
+        return text, f"larger than {limit} bytes as JSON"
+    return text, None
 
 
 class CreateTaskBatch(BaseModel):

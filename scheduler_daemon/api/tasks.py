@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import uuid
 from typing import Any
 
@@ -32,6 +30,7 @@ from scheduler_daemon.api.schemas import (
     ListTasksQuery,
     TaskList,
     TaskOut,
+    storable_json,
 )
 from scheduler_daemon.domain.models import NewTask, Task
 from scheduler_daemon.store.base import TaskFilter
@@ -111,36 +110,8 @@ def not_found(task_id: uuid.UUID) -> Problem:
     )
 
 
-# A JSON escape of NUL (\\u0000), not an escaped backslash followed by "u0000".
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def storable_json(value: Any, limit: int) -> tuple[str, str | None]:
-    """``value`` as JSON text, and what keeps PostgreSQL from storing it, if anything."""
-    text = _COMPACT.encode(value)
-    if "\\u0000" in text and _NUL_ESCAPE.search(text):
-        return text, "must not contain NUL characters (\\u0000)"
-    try:
-        size = len(text.encode())
-    except UnicodeEncodeError:
-        return text, "contains a lone surrogate (\\ud800-\\udfff): not valid Unicode"
-    if size > limit:
-        return text, f"larger than {limit} bytes as JSON"
-    return text, None
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
-
-
-def _fingerprint(body: CreateTask, payload: dict[str, Any]) -> str:
-    data = body.model_dump(mode="json", exclude={"idempotency_key"})
-    data["payload"] = payload
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def to_new_task(ctx: ApiContext, body: CreateTask, prefix: str = "") -> NewTask:
@@ -172,19 +143,10 @@ def to_new_task(ctx: ApiContext, body: CreateTask, prefix: str = "") -> NewTask:
         _, problem = storable_json(body.metadata, METADATA_LIMIT_BYTES)
         if problem:
             raise invalid([FieldError(field("metadata"), problem)])
-    return NewTask(
-        action=body.action,
-        payload=payload,
-        run_at=body.run_at,
-        delay_s=body.delay_s,
-        queue=body.queue,
-        priority=body.priority,
-        max_attempts=body.max_attempts or settings.retry.max_attempts,
-        timeout_s=body.timeout_s or settings.executor.default_timeout_s,
-        idempotency_key=body.idempotency_key,
-        metadata=body.metadata,
-        depends_on=tuple(body.depends_on),
-        request_hash=_fingerprint(body, payload) if body.idempotency_key else None,
+    return body.new_task(
+        payload,
+        max_attempts=settings.retry.max_attempts,
+        timeout_s=settings.executor.default_timeout_s,
         payload_json=payload_json,
     )
 
