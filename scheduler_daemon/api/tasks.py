@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +19,7 @@ from scheduler_daemon.actions.base import (
 )
 from scheduler_daemon.api.context import ApiContext, context
 from scheduler_daemon.api.metrics import count_created
-from scheduler_daemon.api.problems import Problem, from_validation, invalid
+from scheduler_daemon.api.problems import Handler, Problem, from_validation, invalid
 from scheduler_daemon.api.routes import Response, Route
 from scheduler_daemon.api.schemas import (
     MAX_BATCH,
@@ -33,7 +34,7 @@ from scheduler_daemon.api.schemas import (
     storable_json,
 )
 from scheduler_daemon.domain.models import NewTask, Task
-from scheduler_daemon.store.base import TaskFilter
+from scheduler_daemon.store.base import TaskFilter, TaskStore
 from scheduler_daemon.store.postgres import IdempotencyConflict, InvalidCursor, UnknownDependencies
 
 METADATA_LIMIT_BYTES = 16_384
@@ -296,28 +297,28 @@ async def _conflict(request: web.Request, task_id: uuid.UUID, what: str, allowed
     )
 
 
-async def cancel_task(request: web.Request) -> web.Response:
-    task_id = task_id_of(request)
-    task = await context(request).store.cancel_task(task_id)
-    if task is None:
-        raise await _conflict(request, task_id, "cancelled", "waiting or scheduled")
-    return task_response(task)
+def _transition(
+    change: Callable[[TaskStore, uuid.UUID], Awaitable[Task | None]], what: str, allowed: str
+) -> Handler:
+    """A route that moves a task to another state, or answers 409 naming its status."""
+
+    async def handle(request: web.Request) -> web.Response:
+        task_id = task_id_of(request)
+        task = await change(context(request).store, task_id)
+        if task is None:
+            raise await _conflict(request, task_id, what, allowed)
+        return task_response(task)
+
+    return handle
 
 
-async def run_task(request: web.Request) -> web.Response:
-    task_id = task_id_of(request)
-    task = await context(request).store.run_now(task_id)
-    if task is None:
-        raise await _conflict(request, task_id, "run now", "scheduled")
-    return task_response(task)
-
-
-async def retry_task(request: web.Request) -> web.Response:
-    task_id = task_id_of(request)
-    task = await context(request).store.retry_task(task_id)
-    if task is None:
-        raise await _conflict(request, task_id, "retried", "failed or cancelled")
-    return task_response(task)
+cancel_task = _transition(
+    lambda store, task_id: store.cancel_task(task_id), "cancelled", "waiting or scheduled"
+)
+run_task = _transition(lambda store, task_id: store.run_now(task_id), "run now", "scheduled")
+retry_task = _transition(
+    lambda store, task_id: store.retry_task(task_id), "retried", "failed or cancelled"
+)
 
 
 _TASK = Response("the task", TaskOut)

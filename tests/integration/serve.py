@@ -21,9 +21,8 @@ class AlwaysReady:
 
 
 @asynccontextmanager
-async def serve_api(
-    store: PostgresStore, settings: Settings | None = None
-) -> AsyncIterator[aiohttp.ClientSession]:
+async def serve_url(store: PostgresStore, settings: Settings | None = None) -> AsyncIterator[str]:
+    """The API app on a free loopback port; its base URL."""
     current = settings or Settings()
     ctx = ApiContext(store, default_actions(), AlwaysReady(), lambda: current)
     runner = web.AppRunner(create_app(ctx))
@@ -32,7 +31,18 @@ async def serve_api(
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
-        async with aiohttp.ClientSession(f"http://{host}:{port}") as session:
-            yield session
+        yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def serve_api(
+    store: PostgresStore, settings: Settings | None = None
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """The same, with a client session bound to it."""
+    async with (
+        serve_url(store, settings) as url,
+        aiohttp.ClientSession(url) as session,
+    ):
+        yield session

@@ -7,18 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from scheduler_daemon.api.app import create_app
-from scheduler_daemon.api.context import ApiContext
-from scheduler_daemon.app import default_actions
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.postgres import PostgresStore
-
-
-class AlwaysReady:
-    async def problems(self) -> list[str]:
-        return []
+from tests.integration.serve import serve_api
 
 
 @pytest.fixture
@@ -28,17 +20,8 @@ async def api(store: PostgresStore) -> AsyncIterator[aiohttp.ClientSession]:
         executor={"default_timeout_s": 12.5},
         http={"body_limit_bytes": 4096},
     )
-    ctx = ApiContext(store, default_actions(), AlwaysReady(), lambda: settings)
-    runner = web.AppRunner(create_app(ctx))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+    async with serve_api(store, settings) as session:
         yield session
-    await runner.cleanup()
 
 
 async def test_create_applies_defaults_and_reads_back(api: aiohttp.ClientSession) -> None:

@@ -25,14 +25,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from scheduler_daemon.api.app import all_routes, create_app
-from scheduler_daemon.api.context import ApiContext
+from scheduler_daemon.api.app import all_routes
 from scheduler_daemon.api.docs import SWAGGER_UI_DIR
 from scheduler_daemon.api.openapi import build_openapi, openapi_path
 from scheduler_daemon.api.routes import Response, Route
-from scheduler_daemon.app import default_actions
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.postgres import PostgresStore
+from tests.integration.serve import serve_url
 
 TOKENS = {
     "read": "reader-token-0123456789",
@@ -40,11 +39,6 @@ TOKENS = {
     "admin": "admin-token-0123456789",
 }
 MAX_EXAMPLES = 25
-
-
-class AlwaysReady:
-    async def problems(self) -> list[str]:
-        return []
 
 
 @pytest.fixture
@@ -59,18 +53,8 @@ async def base_url(store: PostgresStore) -> AsyncIterator[str]:
             ],
         },
     )
-    ctx = ApiContext(store, default_actions(), AlwaysReady(), lambda: settings)
-    runner = web.AppRunner(create_app(ctx))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_url(store, settings) as url:
+        yield url
 
 
 @pytest.fixture
