@@ -26,6 +26,7 @@ from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
 from scheduler_daemon.engine.completer import Completer
 from scheduler_daemon.engine.discovery import Discovery
 from scheduler_daemon.engine.executor import Executor
+from scheduler_daemon.engine.expander import Expander
 from scheduler_daemon.engine.leases import Heartbeat, LeaseRegistry, Rescuer
 from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.engine.supervisor import Supervisor
@@ -42,6 +43,7 @@ from scheduler_daemon.store.postgres import (
     create_pool,
     migrate_database,
 )
+from scheduler_daemon.store.schedules import ScheduleStore
 
 log = get_logger("daemon")
 
@@ -144,7 +146,15 @@ class Daemon:
             lease_s=lambda: s.executor.lease_s,
             metrics=metrics,
         )
-        listener = NotificationListener(dsn, discovery.notify, clock)
+        schedules = ScheduleStore(store.pool)
+        expander = Expander(
+            schedules,
+            clock,
+            horizon_s=lambda: s.expander.horizon_s,
+            batch_size=lambda: s.expander.batch_size,
+            poll_interval_s=lambda: s.expander.poll_interval_s,
+        )
+        listener = NotificationListener(dsn, discovery.notify, clock, on_schedules=expander.notify)
         executor = Executor(
             actions,
             ready,
@@ -170,7 +180,9 @@ class Daemon:
 
         supervisor = Supervisor(clock)
         health = Health(store, listener.connected.is_set, supervisor.unhealthy)
-        app = create_app(ApiContext(store, actions, health, lambda: self.settings), metrics)
+        app = create_app(
+            ApiContext(store, actions, health, lambda: self.settings, schedules), metrics
+        )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, s.http.host, s.http.port, reuse_address=True)
@@ -196,6 +208,7 @@ class Daemon:
                 supervisor.start("heartbeat", heartbeat.run)
                 supervisor.start("rescuer", rescuer.run)
                 supervisor.start("discovery", discovery.run)
+                supervisor.start("expander", expander.run)
                 # Ready once the LISTEN connection is up (or a stop came first).
                 await _first(listener.connected.wait(), self._stop.wait())
                 health.started = True
@@ -204,6 +217,7 @@ class Daemon:
 
                 health.draining = True
                 log.info("drain_started", in_flight=len(registry), grace_s=s.shutdown.grace_s)
+                await supervisor.stop("expander")
                 await supervisor.stop("discovery")
                 try:
                     async with asyncio.timeout(s.shutdown.grace_s):

@@ -8,8 +8,9 @@
         await client.cancel_task(task.id)
 
 Results are the API's own response models (``Task`` is ``TaskOut``, ``Attempt`` is
-``AttemptOut``, ``TaskPage`` is ``TaskList``), so they carry the same fields and types as the
-OpenAPI document describes. Every error answer becomes a :class:`SchedulerError` subclass that
+``AttemptOut``, ``TaskPage`` is ``TaskList``, ``Schedule`` is ``ScheduleOut``, ``SchedulePage``
+is ``ScheduleList``), so they carry the same fields and types as the OpenAPI document
+describes. Every error answer becomes a :class:`SchedulerError` subclass that
 keeps the problem details (``status``, ``title``, ``detail``, ``errors``); a daemon that cannot
 be reached raises :class:`SchedulerUnavailable`.
 """
@@ -20,7 +21,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -28,6 +29,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
+from scheduler_daemon.api.schedule_schemas import ScheduleList, ScheduleOut, SchedulePreview
 from scheduler_daemon.api.schemas import (
     AttemptList,
     AttemptOut,
@@ -47,6 +49,11 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "ProblemDetails",
+    "Schedule",
+    "SchedulePage",
+    "SchedulePreview",
+    "ScheduleRef",
+    "ScheduleSpec",
     "SchedulerClient",
     "SchedulerError",
     "SchedulerUnavailable",
@@ -66,6 +73,12 @@ TaskPage = TaskList
 
 TaskRef = uuid.UUID | str | TaskOut
 """A task id: a UUID, its string form, or a task as returned by the client."""
+
+Schedule = ScheduleOut
+SchedulePage = ScheduleList
+
+ScheduleRef = uuid.UUID | str | ScheduleOut
+"""A schedule id: a UUID, its string form, or a schedule as returned by the client."""
 
 _M = TypeVar("_M", bound=BaseModel)
 _DETAIL_SNIPPET = 500
@@ -281,11 +294,121 @@ def _spec_body(spec: TaskSpec | Mapping[str, Any], prefix: str) -> dict[str, Any
     raise TypeError(f"{prefix}: expected a TaskSpec or a mapping, got {type(spec).__name__}")
 
 
+# The optional fields of a schedule body, in the order they are sent.
+_SCHEDULE_OPTIONS = (
+    "cron",
+    "interval_s",
+    "preset",
+    "at",
+    "weekday",
+    "day_of_month",
+    "timezone",
+    "start_at",
+    "end_at",
+    "paused",
+    "exclusions",
+    "misfire_policy",
+    "misfire_grace_s",
+    "max_catchup",
+    "overlap_policy",
+    "jitter_s",
+    "metadata",
+)
+_SCHEDULE_FIELDS = frozenset({"name", "task", *_SCHEDULE_OPTIONS})
+
+
+def _schedule_json(value: Any, name: str) -> Any:
+    """Like ``_jsonable``, with dates and times of day as ISO 8601 strings too (``at``,
+    ``exclusions``); a time of day with a tzinfo is a ValueError (times of day are local to the
+    schedule's ``timezone``)."""
+    if isinstance(value, datetime):
+        return _jsonable(value, name)
+    if isinstance(value, time):
+        if value.tzinfo is not None:
+            raise ValueError(
+                f"{name} must be a local time of day without tzinfo (got {value.isoformat()}); "
+                "the schedule's timezone applies"
+            )
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _schedule_json(v, f"{name}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_schedule_json(v, f"{name}[{i}]") for i, v in enumerate(value)]
+    return _jsonable(value, name)
+
+
+def _template_body(task: TaskSpec | Mapping[str, Any]) -> dict[str, Any]:
+    """The ``task`` of a schedule body: the task each occurrence creates."""
+    if isinstance(task, TaskSpec):
+        return task.to_body("task")
+    if isinstance(task, Mapping):
+        body = _schedule_json(task, "task")
+        assert isinstance(body, dict)
+        return body
+    raise TypeError(f"task: expected a TaskSpec or a mapping, got {type(task).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """One schedule to create or preview, with the same fields as
+    :meth:`SchedulerClient.create_schedule`.
+
+    None means "not sent": the daemon's default applies.
+    """
+
+    name: str
+    task: TaskSpec | Mapping[str, Any]
+    cron: str | None = None
+    interval_s: float | None = None
+    preset: str | None = None
+    at: time | str | None = None
+    weekday: int | None = None
+    day_of_month: int | None = None
+    timezone: str | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    paused: bool | None = None
+    exclusions: Mapping[str, Any] | None = None
+    misfire_policy: str | None = None
+    misfire_grace_s: float | None = None
+    max_catchup: int | None = None
+    overlap_policy: str | None = None
+    jitter_s: float | None = None
+    metadata: Mapping[str, Any] | None = None
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON body of POST /v1/schedules (and POST /v1/schedules/preview)."""
+        body: dict[str, Any] = {"name": self.name, "task": _template_body(self.task)}
+        for key in _SCHEDULE_OPTIONS:
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = _schedule_json(value, key)
+        return body
+
+
+def _patch_body(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON body of PATCH /v1/schedules/{id}: exactly the given keys (None is sent as
+    null, which clears an optional field such as ``end_at``)."""
+    unknown = sorted(set(changes) - _SCHEDULE_FIELDS)
+    if unknown:
+        raise TypeError(f"update_schedule() got unknown schedule field(s): {', '.join(unknown)}")
+    body: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key == "task" and value is not None:
+            body[key] = _template_body(value)
+        else:
+            body[key] = _schedule_json(value, key)
+    return body
+
+
 # -- the client ------------------------------------------------------------------------------
 
 
 class SchedulerClient:
-    """A client for one daemon's HTTP API (``/v1/tasks``, ``/healthz``, ``/readyz``).
+    """A client for one daemon's HTTP API (``/v1/tasks``, ``/v1/schedules``, ``/healthz``,
+    ``/readyz``).
 
     ``token`` is sent as ``Authorization: Bearer <token>``; ``timeout`` bounds each request in
     seconds. Use it as an async context manager, or call :meth:`close` when done. The client
@@ -393,6 +516,11 @@ class SchedulerClient:
         if not 200 <= status < 300:
             raise error_from_response(status, reason, raw)
         return _parse(model, status, raw, f"{method} {path}")
+
+    async def _call_no_content(self, method: str, path: str) -> None:
+        status, reason, raw = await self._send(method, path)
+        if not 200 <= status < 300:
+            raise error_from_response(status, reason, raw)
 
     # -- tasks ---------------------------------------------------------------------------
 
@@ -537,6 +665,220 @@ class SchedulerClient:
         (``POST /v1/tasks/{id}/retry``); :class:`Conflict` in any other status."""
         return await self._call("POST", f"{_task_path(task_id)}/retry", TaskOut)
 
+    # -- schedules -----------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        name: str,
+        *,
+        task: TaskSpec | Mapping[str, Any],
+        cron: str | None = None,
+        interval_s: float | None = None,
+        preset: str | None = None,
+        at: time | str | None = None,
+        weekday: int | None = None,
+        day_of_month: int | None = None,
+        timezone: str | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        paused: bool | None = None,
+        exclusions: Mapping[str, Any] | None = None,
+        misfire_policy: str | None = None,
+        misfire_grace_s: float | None = None,
+        max_catchup: int | None = None,
+        overlap_policy: str | None = None,
+        jitter_s: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Schedule:
+        """Create a schedule (``POST /v1/schedules``); needs the ``admin`` role.
+
+        ``task`` is the task each occurrence creates: a mapping (or a :class:`TaskSpec`) with
+        ``action``, ``payload``, ``queue``, ``priority``, ``max_attempts``, ``timeout_s`` and
+        ``metadata``. Give exactly one rule: ``cron`` (5 fields, or 6 with seconds first),
+        ``interval_s``, or ``preset`` (``hourly``, ``daily``, ``weekly``, ``monthly``, with
+        ``at`` as a ``datetime.time`` or ``"HH:MM"``, ``weekday`` 0 = Monday and
+        ``day_of_month``). ``timezone`` is an IANA zone (default UTC); ``start_at`` and
+        ``end_at`` must be timezone-aware. ``exclusions`` is a mapping with ``windows``
+        (``{"start": datetime, "end": datetime}``), ``daily`` (local ``{"start": time, "end":
+        time}``) and ``dates`` (local dates). Arguments left None take the daemon's defaults.
+        :class:`Conflict` if the name is taken; :class:`ValidationFailed` names the field of an
+        invalid rule (``cron``, ``timezone``, ...).
+        """
+        spec = ScheduleSpec(
+            name=name,
+            task=task,
+            cron=cron,
+            interval_s=interval_s,
+            preset=preset,
+            at=at,
+            weekday=weekday,
+            day_of_month=day_of_month,
+            timezone=timezone,
+            start_at=start_at,
+            end_at=end_at,
+            paused=paused,
+            exclusions=exclusions,
+            misfire_policy=misfire_policy,
+            misfire_grace_s=misfire_grace_s,
+            max_catchup=max_catchup,
+            overlap_policy=overlap_policy,
+            jitter_s=jitter_s,
+            metadata=metadata,
+        )
+        return await self._call("POST", "/v1/schedules", ScheduleOut, body=spec.to_body())
+
+    async def get_schedule(self, schedule_id: ScheduleRef) -> Schedule:
+        """The schedule (``GET /v1/schedules/{id}``); :class:`NotFound` if there is none."""
+        return await self._call("GET", _schedule_path(schedule_id), ScheduleOut)
+
+    async def list_schedules(
+        self,
+        *,
+        paused: bool | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> SchedulePage:
+        """One page of schedules, newest first (``GET /v1/schedules``).
+
+        ``paused`` keeps only paused (True) or active (False) ones; ``name`` is a name prefix.
+        Pass the page's ``next_cursor`` as ``cursor`` for the next page; it is None on the
+        last one.
+        """
+        params: list[tuple[str, str]] = []
+        if paused is not None:
+            params.append(("paused", "true" if paused else "false"))
+        for key, text in (("name", name), ("cursor", cursor)):
+            if text is not None:
+                params.append((key, text))
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        return await self._call("GET", "/v1/schedules", ScheduleList, params=params)
+
+    async def iter_schedules(
+        self,
+        *,
+        paused: bool | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> AsyncIterator[Schedule]:
+        """Every matching schedule, newest first, fetching pages of ``limit`` as it goes."""
+        while True:
+            page = await self.list_schedules(paused=paused, name=name, limit=limit, cursor=cursor)
+            for schedule in page.items:
+                yield schedule
+            if page.next_cursor is None or not page.items:
+                return
+            cursor = page.next_cursor
+
+    async def update_schedule(self, schedule_id: ScheduleRef, **changes: Any) -> Schedule:
+        """Change a schedule (``PATCH /v1/schedules/{id}``); needs the ``admin`` role.
+
+        Only the keyword arguments given are sent, with the names and value types of
+        :meth:`create_schedule` (None is sent as null: it clears an optional field such as
+        ``end_at``). Setting any rule field (``cron``, ``interval_s``, ``preset``, ``at``,
+        ``weekday``, ``day_of_month``) replaces the whole rule, and ``task`` replaces the
+        whole template. An unknown keyword is a TypeError, raised before anything is sent.
+        """
+        body = _patch_body(changes)
+        return await self._call("PATCH", _schedule_path(schedule_id), ScheduleOut, body=body)
+
+    async def delete_schedule(self, schedule_id: ScheduleRef) -> None:
+        """Delete a schedule (``DELETE /v1/schedules/{id}``); its occurrences that have not
+        started are cancelled. Needs the ``admin`` role; :class:`NotFound` if there is none."""
+        await self._call_no_content("DELETE", _schedule_path(schedule_id))
+
+    async def pause_schedule(self, schedule_id: ScheduleRef) -> Schedule:
+        """Pause (``POST /v1/schedules/{id}/pause``): no new occurrences, and those made ahead
+        that have not started are taken back. Needs the ``admin`` role."""
+        return await self._call("POST", f"{_schedule_path(schedule_id)}/pause", ScheduleOut)
+
+    async def resume_schedule(self, schedule_id: ScheduleRef) -> Schedule:
+        """Resume (``POST /v1/schedules/{id}/resume``); occurrences missed while paused follow
+        the schedule's misfire policy. Needs the ``admin`` role."""
+        return await self._call("POST", f"{_schedule_path(schedule_id)}/resume", ScheduleOut)
+
+    async def preview_schedule(self, schedule_id: ScheduleRef, count: int = 5) -> SchedulePreview:
+        """The schedule's next ``count`` occurrences, in UTC and in its zone
+        (``GET /v1/schedules/{id}/preview``)."""
+        return await self._call(
+            "GET",
+            f"{_schedule_path(schedule_id)}/preview",
+            SchedulePreview,
+            params=[("count", str(count))],
+        )
+
+    async def preview_schedule_body(
+        self,
+        name: str,
+        *,
+        task: TaskSpec | Mapping[str, Any],
+        cron: str | None = None,
+        interval_s: float | None = None,
+        preset: str | None = None,
+        at: time | str | None = None,
+        weekday: int | None = None,
+        day_of_month: int | None = None,
+        timezone: str | None = None,
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        paused: bool | None = None,
+        exclusions: Mapping[str, Any] | None = None,
+        misfire_policy: str | None = None,
+        misfire_grace_s: float | None = None,
+        max_catchup: int | None = None,
+        overlap_policy: str | None = None,
+        jitter_s: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        count: int = 5,
+    ) -> SchedulePreview:
+        """Validate a schedule and preview its next ``count`` occurrences without saving it
+        (``POST /v1/schedules/preview``); the arguments are those of :meth:`create_schedule`,
+        and the errors too (but a taken name is no conflict here)."""
+        spec = ScheduleSpec(
+            name=name,
+            task=task,
+            cron=cron,
+            interval_s=interval_s,
+            preset=preset,
+            at=at,
+            weekday=weekday,
+            day_of_month=day_of_month,
+            timezone=timezone,
+            start_at=start_at,
+            end_at=end_at,
+            paused=paused,
+            exclusions=exclusions,
+            misfire_policy=misfire_policy,
+            misfire_grace_s=misfire_grace_s,
+            max_catchup=max_catchup,
+            overlap_policy=overlap_policy,
+            jitter_s=jitter_s,
+            metadata=metadata,
+        )
+        return await self._call(
+            "POST",
+            "/v1/schedules/preview",
+            SchedulePreview,
+            body=spec.to_body(),
+            params=[("count", str(count))],
+        )
+
+    async def schedule_tasks(
+        self, schedule_id: ScheduleRef, *, limit: int | None = None, cursor: str | None = None
+    ) -> TaskPage:
+        """One page of the schedule's occurrences (tasks), newest first
+        (``GET /v1/schedules/{id}/tasks``); pass ``next_cursor`` as ``cursor`` for the next."""
+        params: list[tuple[str, str]] = []
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        if cursor is not None:
+            params.append(("cursor", cursor))
+        return await self._call(
+            "GET", f"{_schedule_path(schedule_id)}/tasks", TaskList, params=params
+        )
+
     # -- health --------------------------------------------------------------------------
 
     async def health(self) -> bool:
@@ -572,6 +914,18 @@ class SchedulerClient:
 
 def _task_path(task_id: TaskRef) -> str:
     return f"/v1/tasks/{quote(_id_of(task_id), safe='')}"
+
+
+def _schedule_path(schedule_id: ScheduleRef) -> str:
+    if isinstance(schedule_id, ScheduleOut):
+        text = str(schedule_id.id)
+    elif isinstance(schedule_id, uuid.UUID):
+        text = str(schedule_id)
+    elif not schedule_id:
+        raise ValueError("schedule id must not be empty")
+    else:
+        text = schedule_id
+    return f"/v1/schedules/{quote(text, safe='')}"
 
 
 def _time_param(value: datetime, name: str) -> str:

@@ -116,6 +116,14 @@ class DiscoverySettings(Section):
     batch_size: int = Field(default=100, ge=1, le=10_000)
 
 
+class ExpanderSettings(Section):
+    # Occurrences due within this many seconds are made into tasks ahead of time; short, so
+    # that edits and pauses apply quickly.
+    horizon_s: float = Field(default=60.0, gt=0, le=3600)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    poll_interval_s: float = Field(default=30.0, gt=0, le=600)
+
+
 class RetrySettings(Section):
     base_s: float = Field(default=1.0, gt=0)
     cap_s: float = Field(default=300.0, gt=0)
@@ -151,6 +159,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     executor: ExecutorSettings = ExecutorSettings()
     discovery: DiscoverySettings = DiscoverySettings()
+    expander: ExpanderSettings = ExpanderSettings()
     retry: RetrySettings = RetrySettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     log: LogSettings = LogSettings()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from scheduler_daemon.api import docs, health, openapi, tasks
+from scheduler_daemon.api import docs, health, openapi, schedules, tasks
 from scheduler_daemon.api.auth import auth_middleware
 from scheduler_daemon.api.context import CONTEXT, ApiContext
 from scheduler_daemon.api.metrics import METRICS, http_metrics_middleware
@@ -15,7 +15,14 @@ from scheduler_daemon.metrics import Metrics
 
 
 def all_routes() -> list[Route]:
-    return [*tasks.ROUTES, *health.ROUTES, *METRICS_ROUTES, *openapi.ROUTES, *docs.ROUTES]
+    return [
+        *tasks.ROUTES,
+        *schedules.ROUTES,
+        *health.ROUTES,
+        *METRICS_ROUTES,
+        *openapi.ROUTES,
+        *docs.ROUTES,
+    ]
 
 
 def create_app(ctx: ApiContext, metrics: Metrics | None = None) -> web.Application:

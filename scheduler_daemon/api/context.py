@@ -11,6 +11,7 @@ from aiohttp import web
 from scheduler_daemon.actions.base import ActionRegistry
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.base import TaskStore
+from scheduler_daemon.store.schedules import ScheduleStore
 
 
 class ReadinessCheck(Protocol):
@@ -23,6 +24,7 @@ class ApiContext:
     actions: ActionRegistry
     readiness: ReadinessCheck
     settings: Callable[[], Settings]  # read per request: reloadable
+    schedules: ScheduleStore | None = None
 
 
 CONTEXT = web.AppKey("context", ApiContext)

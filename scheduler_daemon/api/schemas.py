@@ -89,6 +89,12 @@ class CreateTask(BaseModel):
         description="task ids that must complete first; the task waits in status waiting",
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="free-form, stored")
+    recurrence: str | None = Field(
+        default=None,
+        max_length=200,
+        description="daily, weekly, monthly or a cron string: the task repeats from run_at; "
+        "each occurrence is a new task whose parent_task_id is the previous one",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -34,6 +36,8 @@ from scheduler_daemon.api.schemas import (
     storable_json,
 )
 from scheduler_daemon.domain.models import NewTask, Task
+from scheduler_daemon.domain.recurrence import RuleError, for_task, next_occurrence, validate
+from scheduler_daemon.domain.schedules import OverlapPolicy, Schedule, TaskTemplate, expand_at
 from scheduler_daemon.store.base import TaskFilter, TaskStore
 from scheduler_daemon.store.postgres import IdempotencyConflict, InvalidCursor, UnknownDependencies
 
@@ -187,13 +191,59 @@ async def create_task(request: web.Request) -> web.Response:
         body = CreateTask.model_validate(data)
     except ValidationError as exc:
         raise from_validation(exc) from None
-    [(task, created)] = await _create(ctx, [to_new_task(ctx, body)], None)
+    new = to_new_task(ctx, body)
+    if body.recurrence is not None:
+        return await _create_recurring(ctx, request, body, new)
+    [(task, created)] = await _create(ctx, [new], None)
     count_created(request, [(task, created)])
     return task_response(
         task,
         status=201 if created else 200,
         headers={"Location": f"/v1/tasks/{task.id}"},
     )
+
+
+async def _create_recurring(
+    ctx: ApiContext, request: web.Request, body: CreateTask, new: NewTask
+) -> web.Response:
+    """Seed 001's recurring task: the task is the first occurrence of a schedule of its own."""
+    if new.idempotency_key is not None or new.depends_on:
+        raise invalid(
+            [FieldError("recurrence", "cannot be combined with idempotency_key or depends_on")]
+        )
+    assert ctx.schedules is not None
+    now = datetime.now(UTC)
+    run_at = new.run_at or now + timedelta(seconds=new.delay_s or 0.0)
+    try:
+        rule = for_task(body.recurrence or "", run_at)
+        validate(rule, now)
+    except RuleError as exc:
+        raise invalid([FieldError("recurrence", exc.message)]) from None
+    schedule_id = uuid.uuid4()
+    first = replace(new, run_at=run_at, delay_s=None, schedule_id=schedule_id, scheduled_for=run_at)
+    next_run_at = next_occurrence(rule, run_at)
+    schedule = Schedule(
+        id=schedule_id,
+        name=f"task-{first.id}",
+        recurrence=rule,
+        template=TaskTemplate(
+            action=new.action,
+            payload=new.payload,
+            queue=new.queue,
+            priority=new.priority,
+            max_attempts=new.max_attempts,
+            timeout_s=new.timeout_s,
+            metadata=new.metadata,
+        ),
+        next_run_at=next_run_at,
+        expand_at=expand_at(OverlapPolicy.ALLOW, next_run_at, ctx.settings().expander.horizon_s),
+        last_task_id=first.id,
+        from_task=True,
+    )
+    _, task = await ctx.schedules.create_schedule(schedule, first_task=first)
+    assert task is not None
+    count_created(request, [(task, True)])
+    return task_response(task, status=201, headers={"Location": f"/v1/tasks/{task.id}"})
 
 
 class _BatchEnvelope(BaseModel):
@@ -218,6 +268,11 @@ async def create_batch(request: web.Request) -> web.Response:
         prefix = field_path(("tasks", index))
         try:
             body = CreateTask.model_validate(item)
+            if body.recurrence is not None:
+                errors.append(
+                    FieldError(f"{prefix}.recurrence", "only POST /v1/tasks takes recurrence")
+                )
+                continue
             tasks.append(to_new_task(ctx, body, prefix))
         except ValidationError as exc:
             errors.extend(field_errors(exc, prefix))

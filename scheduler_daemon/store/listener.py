@@ -15,6 +15,7 @@ from scheduler_daemon.store.postgres import NOTIFY_CHANNEL
 log = get_logger("listener")
 
 LISTENER_APPLICATION_NAME = "scheduler-daemon-listener"
+SCHEDULES_CHANNEL = "scheduler_schedules"
 
 
 class NotificationListener:
@@ -30,9 +31,11 @@ class NotificationListener:
         on_notify: Callable[[float | None], None],
         clock: Clock,
         check_interval_s: float = 2.0,
+        on_schedules: Callable[[], None] | None = None,
     ) -> None:
         self._dsn = dsn
         self._on_notify = on_notify
+        self._on_schedules = on_schedules
         self._clock = clock
         self._check_interval_s = check_interval_s
         self.connected = asyncio.Event()
@@ -44,6 +47,10 @@ class NotificationListener:
         except ValueError:
             delay = None
         self._on_notify(delay)
+
+    def _deliver_schedules(self, _conn: object, _pid: int, _channel: str, _payload: object) -> None:
+        assert self._on_schedules is not None
+        self._on_schedules()
 
     async def run(self) -> None:
         backoff = 0.05
@@ -65,12 +72,16 @@ class NotificationListener:
             conn.add_termination_listener(lambda _c, lost=lost: lost.set())
             try:
                 await conn.add_listener(NOTIFY_CHANNEL, self._deliver)
+                if self._on_schedules is not None:
+                    await conn.add_listener(SCHEDULES_CHANNEL, self._deliver_schedules)
                 self.connected.set()
                 if not first:
                     self.reconnects += 1
                     log.info("listener_reconnected", reconnects=self.reconnects)
                 first = False
                 self._on_notify(None)
+                if self._on_schedules is not None:
+                    self._on_schedules()
                 await self._watch(conn, lost)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("listener_lost", error=str(exc))

@@ -216,3 +216,105 @@ SELECT id, status, attempts, owner, action, queue FROM moved
 """
 
 PING = "SELECT 1"
+
+# -- schedules ----------------------------------------------------------------------------
+
+SCHEDULE_COLUMNS = """id, name, rule, timezone, template, start_at, end_at, exclusions,
+    misfire_policy, misfire_grace_s, max_catchup, overlap_policy, jitter_s, paused, metadata,
+    next_run_at, expand_at, last_task_id, from_task, created_at, updated_at"""
+
+INSERT_SCHEDULE = f"""
+INSERT INTO schedules (id, name, rule, timezone, template, start_at, end_at, exclusions,
+                       misfire_policy, misfire_grace_s, max_catchup, overlap_policy, jitter_s,
+                       paused, metadata, next_run_at, expand_at, last_task_id, from_task)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+RETURNING {SCHEDULE_COLUMNS}
+"""
+
+UPDATE_SCHEDULE = f"""
+UPDATE schedules
+SET name = $2, rule = $3, timezone = $4, template = $5, start_at = $6, end_at = $7,
+    exclusions = $8, misfire_policy = $9, misfire_grace_s = $10, max_catchup = $11,
+    overlap_policy = $12, jitter_s = $13, paused = $14, metadata = $15, next_run_at = $16,
+    expand_at = $17, updated_at = now()
+WHERE id = $1
+RETURNING {SCHEDULE_COLUMNS}
+"""
+
+GET_SCHEDULE = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1"
+GET_SCHEDULE_FOR_UPDATE = f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = $1 FOR UPDATE"
+
+# Pausing stops new occurrences; resuming lets the expander look at once (the misfire policy
+# decides what happens to occurrences missed meanwhile).
+SET_PAUSED = f"""
+UPDATE schedules
+SET paused = $2, updated_at = now(),
+    expand_at = CASE WHEN $2 THEN expand_at ELSE least(expand_at, now()) END
+WHERE id = $1
+RETURNING {SCHEDULE_COLUMNS}
+"""
+
+# Occurrences that have not started are cancelled with their schedule.
+CANCEL_SCHEDULE_TASKS = """
+UPDATE tasks SET status = 'cancelled', finished_at = now(), updated_at = now(),
+    last_error = 'schedule deleted'
+WHERE schedule_id = $1 AND status IN ('waiting', 'scheduled')
+"""
+
+DELETE_SCHEDULE = "DELETE FROM schedules WHERE id = $1 RETURNING id"
+
+# The expander's claim: active schedules due for expansion, locked (other expanders skip
+# them), with whether an earlier occurrence is still pending (for the overlap policies) and
+# the database's now.
+CLAIM_SCHEDULES = f"""
+SELECT {SCHEDULE_COLUMNS}, now() AS db_now,
+       CASE WHEN s.overlap_policy <> 'allow' THEN EXISTS (
+           SELECT 1 FROM tasks t
+           WHERE t.schedule_id = s.id AND t.status IN ('waiting', 'scheduled', 'running'))
+       ELSE false END AS busy
+FROM schedules s
+WHERE NOT s.paused AND s.expand_at <= now()
+ORDER BY s.expand_at
+LIMIT $1
+FOR UPDATE OF s SKIP LOCKED
+"""
+
+CANCEL_PENDING_OCCURRENCES = """
+UPDATE tasks SET status = 'cancelled', finished_at = now(), updated_at = now(),
+    last_error = 'cancelled by a newer occurrence (overlap policy cancel_previous)'
+WHERE schedule_id = ANY($1::uuid[]) AND status = 'scheduled'
+"""
+
+# Occurrences, each at most once: the (schedule_id, scheduled_for) key drops a repeat.
+INSERT_OCCURRENCES = INSERT_TASKS.replace(
+    "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+    "ON CONFLICT DO NOTHING",
+)
+
+ADVANCE_SCHEDULES = """
+UPDATE schedules s
+SET next_run_at = a.next_run_at, expand_at = a.expand_at, last_task_id = a.last_task_id
+FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[], $4::uuid[])
+     AS a(id, next_run_at, expand_at, last_task_id)
+WHERE s.id = a.id
+"""
+
+# Seconds until the next schedule is due for expansion (negative: already).
+NEXT_EXPANSION_IN = """
+SELECT extract(epoch FROM min(expand_at) - now())::float8 FROM schedules
+WHERE NOT paused AND expand_at IS NOT NULL
+"""
+
+# Occurrences made ahead that have not started are taken back (pause, rule change): they
+# have not happened yet, and the expander makes them again from next_run_at.
+TAKE_BACK_OCCURRENCES = """
+DELETE FROM tasks
+WHERE schedule_id = $1 AND status = 'scheduled' AND attempts = 0 AND scheduled_for > now()
+RETURNING scheduled_for
+"""
+
+REWIND_SCHEDULE = """
+UPDATE schedules SET next_run_at = least(next_run_at, $2), last_task_id = (
+    SELECT id FROM tasks WHERE schedule_id = $1 ORDER BY scheduled_for DESC LIMIT 1)
+WHERE id = $1
+"""

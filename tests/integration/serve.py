@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -13,6 +14,7 @@ from scheduler_daemon.api.context import ApiContext
 from scheduler_daemon.app import default_actions
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.postgres import PostgresStore
+from scheduler_daemon.store.schedules import ScheduleStore
 
 
 class AlwaysReady:
@@ -24,7 +26,9 @@ class AlwaysReady:
 async def serve_url(store: PostgresStore, settings: Settings | None = None) -> AsyncIterator[str]:
     """The API app on a free loopback port; its base URL."""
     current = settings or Settings()
-    ctx = ApiContext(store, default_actions(), AlwaysReady(), lambda: current)
+    ctx = ApiContext(
+        store, default_actions(), AlwaysReady(), lambda: current, ScheduleStore(store.pool)
+    )
     runner = web.AppRunner(create_app(ctx))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -46,3 +50,15 @@ async def serve_api(
         aiohttp.ClientSession(url) as session,
     ):
         yield session
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, interval: float = 0.05
+) -> None:
+    """Wait until ``check()`` holds, looking every ``interval``: for states the database
+    reaches in its own time (a schedule's occurrences), with no event to await."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(interval)

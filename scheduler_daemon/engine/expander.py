@@ -1,0 +1,89 @@
+"""The recurrence expander: turns schedule occurrences due within the horizon into tasks, a
+batch of schedules per pass, woken by NOTIFY when a schedule changes."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from datetime import datetime
+
+from scheduler_daemon.clock import Clock, wait_event
+from scheduler_daemon.domain.schedules import Expansion, Schedule, plan_expansion
+from scheduler_daemon.logs import get_logger
+from scheduler_daemon.store.schedules import ScheduleStore
+
+_CONTENDED_S = 0.05  # due schedules locked by another expander: look again soon
+
+
+class Expander:
+    def __init__(
+        self,
+        store: ScheduleStore,
+        clock: Clock,
+        horizon_s: Callable[[], float],
+        batch_size: Callable[[], int],
+        poll_interval_s: Callable[[], float],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._horizon_s = horizon_s
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._rng = rng
+        self._wake = asyncio.Event()
+        self._log = get_logger("expander")
+        self.passes = 0
+        self.statements = 0
+        self.created = 0
+        self.idle = asyncio.Event()  # set while it waits (tests await it)
+
+    def notify(self) -> None:
+        """A schedule was created or changed: look now."""
+        self._wake.set()
+
+    def _plan(self, schedule: Schedule, busy: bool, now: datetime) -> Expansion:
+        return plan_expansion(
+            schedule, now=now, horizon_s=self._horizon_s(), busy=busy, rng=self._rng
+        )
+
+    async def expand_due(self) -> int:
+        """Expand every schedule that is due, a batch per pass; the tasks created."""
+        created = 0
+        while True:
+            batch = self._batch_size()
+            result = await self._store.expand(batch, self._plan)
+            self.passes += 1
+            self.statements += result.statements
+            for expansion in result.expansions:
+                created += len(expansion.tasks)
+                if expansion.missed or expansion.skipped:
+                    self._log.info(
+                        "schedule_misfired" if expansion.missed else "occurrences_skipped",
+                        schedule_id=str(expansion.schedule_id),
+                        missed=expansion.missed,
+                        skipped=expansion.skipped,
+                        created=len(expansion.tasks),
+                    )
+            if len(result.expansions) < batch:
+                self.created += created
+                return created
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            await self.expand_due()
+            delay = await self._store.next_expansion_in()
+            poll = self._poll_interval_s()
+            if delay is None:
+                wait = poll
+            elif delay <= 0:
+                wait = _CONTENDED_S
+            else:
+                wait = min(delay, poll)
+            self.idle.set()
+            try:
+                await wait_event(self._wake, self._clock, wait)
+            finally:
+                self.idle.clear()
