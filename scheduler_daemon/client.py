@@ -252,6 +252,7 @@ class TaskSpec:
     idempotency_key: str | None = None
     depends_on: Sequence[TaskRef] | None = None
     metadata: Mapping[str, Any] | None = None
+    recurrence: str | None = None
 
     def to_body(self, prefix: str = "") -> dict[str, Any]:
         """The JSON body of POST /v1/tasks (``prefix`` names the fields in error messages)."""
@@ -270,6 +271,7 @@ class TaskSpec:
             "timeout_s",
             "idempotency_key",
             "metadata",
+            "recurrence",
         ):
             value = getattr(self, key)
             if value is not None:
@@ -538,8 +540,12 @@ class SchedulerClient:
         idempotency_key: str | None = None,
         depends_on: Sequence[TaskRef] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        recurrence: str | None = None,
     ) -> Task:
         """Create a task (``POST /v1/tasks``; seed 000's ``createTask``).
+
+        ``recurrence`` (daily, weekly, monthly or a cron string) makes it repeat from
+        ``run_at``: each next occurrence is a new task whose ``parent_task_id`` is this one's.
 
         ``run_at`` must be timezone-aware; give it or ``delay_s`` (seconds from now), or
         neither to run now. Arguments left None take the daemon's defaults. With
@@ -558,6 +564,7 @@ class SchedulerClient:
             idempotency_key=idempotency_key,
             depends_on=depends_on,
             metadata=metadata,
+            recurrence=recurrence,
         )
         return await self._call("POST", "/v1/tasks", TaskOut, body=spec.to_body())
 

@@ -409,11 +409,8 @@ async def test_task_recurrence_catches_up(
     daemon: DaemonProcess, client: SchedulerClient, api_for: Callable[[DaemonProcess], Api]
 ) -> None:
     run_at = (datetime.now(UTC) - timedelta(days=2, seconds=5)).replace(microsecond=0)
-    # SchedulerClient.create_task has no recurrence argument: the task is posted as JSON.
-    created = await api_for(daemon).create_task(
-        {"action": "noop", "run_at": run_at.isoformat(), "recurrence": "daily"}
-    )
-    first = await client.get_task(created["id"])
+    created = await client.create_task("noop", run_at=run_at, recurrence="daily")
+    first = await client.get_task(created.id)
     assert first.schedule_id is not None
     assert first.run_at == run_at
 

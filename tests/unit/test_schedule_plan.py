@@ -50,6 +50,11 @@ def schedule(
 EVERY_MINUTE = Recurrence(cron="* * * * *")
 
 
+def _at(value: datetime | None) -> datetime:
+    assert value is not None
+    return value
+
+
 def test_allow_makes_every_occurrence_within_the_horizon() -> None:
     s = schedule(EVERY_MINUTE, NOW)
     plan = plan_expansion(s, now=NOW, horizon_s=150)
@@ -86,7 +91,7 @@ def test_misfire_policies(policy: MisfirePolicy, caught_up: int) -> None:
     # minute ago is just within misfire_grace_s).
     s = schedule(EVERY_MINUTE, NOW - timedelta(minutes=10), misfire=policy)
     plan = plan_expansion(s, now=NOW, horizon_s=30)
-    late = [t for t in plan.tasks if t.scheduled_for < NOW - timedelta(seconds=60)]
+    late = [t for t in plan.tasks if _at(t.scheduled_for) < NOW - timedelta(seconds=60)]
     assert len(late) == caught_up
     assert plan.missed == 9
     assert all(t.run_at == NOW for t in late)  # catch-up runs are due now
@@ -103,9 +108,9 @@ def test_run_all_is_capped_by_max_catchup_keeping_the_newest() -> None:
     )
     plan = plan_expansion(s, now=NOW, horizon_s=0)
     late = sorted(
-        t.scheduled_for
+        _at(t.scheduled_for)
         for t in plan.tasks
-        if t.run_at == NOW and t.scheduled_for < NOW - timedelta(seconds=60)
+        if t.run_at == NOW and _at(t.scheduled_for) < NOW - timedelta(seconds=60)
     )
     assert late == [NOW - timedelta(minutes=m) for m in (4, 3, 2)]
     assert plan.skipped == 29 - 3
@@ -141,7 +146,7 @@ def test_overlap_policies_make_one_occurrence_at_its_time(overlap: OverlapPolicy
 def test_jitter_delays_within_bounds() -> None:
     s = schedule(EVERY_MINUTE, NOW, jitter_s=20)
     plan = plan_expansion(s, now=NOW, horizon_s=600, rng=random.Random(7))
-    delays = [(t.run_at - t.scheduled_for).total_seconds() for t in plan.tasks]
+    delays = [(_at(t.run_at) - _at(t.scheduled_for)).total_seconds() for t in plan.tasks]
     assert all(0 <= d <= 20 for d in delays)
     assert len(set(delays)) > 1
 
