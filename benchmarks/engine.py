@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -29,19 +28,27 @@ import socket
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 
+from benchmarks.common import (
+    Server,
+    fresh_database,
+    local_postmaster,
+    open_server,
+    percentile,
+    postgres_cpu,
+    postgres_used,
+    proc_stat,
+)
 from scheduler_daemon.app import install_uvloop
 from scheduler_daemon.domain.models import NewTask
 from scheduler_daemon.logs import configure_logging
@@ -51,10 +58,8 @@ from scheduler_daemon.settings import (
     ExecutorSettings,
     LogSettings,
 )
-from scheduler_daemon.store.migrate import migrate
 from scheduler_daemon.store.postgres import PostgresStore, create_pool
 
-BENCH_URL_ENV = "SCHEDULER_BENCH_DATABASE_URL"
 POLL_S = 0.020  # how often every wait loop looks (readiness, completion counts)
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 45.0
@@ -203,67 +208,6 @@ class Figure:
     meets: bool | None  # None: the scenario failed
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between the closest ranks (numpy's default)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-# -- database -----------------------------------------------------------------------------
-
-
-def with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-@dataclass(slots=True)
-class Server:
-    admin_dsn: str
-    description: str
-    stop: Callable[[], None]
-
-
-async def open_server(tmp: Path) -> Server:
-    url = os.environ.get(BENCH_URL_ENV)
-    if url:
-        return Server(url, f"{BENCH_URL_ENV}", lambda: None)
-    from scheduler_daemon.store.embedded import start_embedded
-
-    embedded = await asyncio.to_thread(start_embedded, tmp / "pg")
-    return Server(embedded.dsn, f"embedded in {embedded.pgdata}", embedded.stop)
-
-
-@asynccontextmanager
-async def fresh_database(admin_dsn: str, label: str) -> AsyncIterator[str]:
-    """A new, migrated database for one scenario; dropped afterwards."""
-    name = f"sd_bench_{label}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = with_database(admin_dsn, name)
-    try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        yield dsn
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
 # -- the daemon subprocess ----------------------------------------------------------------
 
 
@@ -407,42 +351,6 @@ class DaemonProcess:
 
 # -- where the CPU went -------------------------------------------------------------------
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _proc_stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds) of a process from /proc; None when unavailable."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2 :].split()  # fields[0] is field 3 (state) of proc(5)
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def _local_postmaster(backend_pid: int) -> int | None:
-    """The postmaster of this backend when the server runs on this host (else None)."""
-    try:
-        comm = Path(f"/proc/{backend_pid}/comm").read_text().strip()
-    except OSError:
-        return None
-    stat = _proc_stat(backend_pid)
-    return stat[0] if stat is not None and comm.startswith("postgres") else None
-
-
-def _children_cpu(parent: int) -> dict[int, float]:
-    out: dict[int, float] = {}
-    own = _proc_stat(parent)
-    if own is not None:
-        out[parent] = own[1]
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        stat = _proc_stat(int(entry.name))
-        if stat is not None and stat[0] == parent:
-            out[int(entry.name)] = stat[1]
-    return out
-
 
 @dataclass(frozen=True, slots=True)
 class CpuSnapshot:
@@ -461,10 +369,10 @@ class CpuMeter:
         self._postmaster_pid = postmaster_pid
 
     def snapshot(self) -> CpuSnapshot:
-        daemon = _proc_stat(self._daemon_pid) if self._daemon_pid is not None else None
-        pg = _children_cpu(self._postmaster_pid) if self._postmaster_pid is not None else None
+        daemon = proc_stat(self._daemon_pid) if self._daemon_pid is not None else None
+        pg = postgres_cpu(self._postmaster_pid)
         return CpuSnapshot(
-            time.perf_counter(), time.process_time(), daemon[1] if daemon else None, pg or None
+            time.perf_counter(), time.process_time(), daemon[1] if daemon else None, pg
         )
 
     def report(self, start: CpuSnapshot) -> str:
@@ -472,8 +380,8 @@ class CpuMeter:
         parts: list[str] = []
         if start.daemon is not None and end.daemon is not None:
             parts.append(f"daemon {end.daemon - start.daemon:.2f} s")
-        if start.postgres is not None and end.postgres is not None:
-            used = sum(v - start.postgres.get(pid, 0.0) for pid, v in end.postgres.items())
+        used = postgres_used(start.postgres, end.postgres)
+        if used is not None:
             parts.append(f"postgres {used:.2f} s")
         parts.append(f"benchmark client {end.bench - start.bench:.2f} s")
         return (
@@ -535,7 +443,7 @@ async def scenario_env(
                     try:
                         await daemon.start(session)
                         backend = await conn.fetchval("SELECT pg_backend_pid()")
-                        cpu = CpuMeter(daemon.pid, _local_postmaster(int(backend)))
+                        cpu = CpuMeter(daemon.pid, local_postmaster(int(backend)))
                         yield Env(
                             dsn, PostgresStore(pool), conn, daemon, session, opts.timeout_s, cpu
                         )

@@ -33,15 +33,23 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from benchmarks.common import (
+    Server,
+    fresh_database,
+    local_postmaster,
+    open_server,
+    percentile,
+    postgres_cpu,
+    postgres_used,
+)
 from scheduler_daemon.app import install_uvloop
 from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.recurrence import Recurrence, next_occurrence, validate
@@ -55,11 +63,9 @@ from scheduler_daemon.domain.schedules import (
 from scheduler_daemon.engine.expander import Expander
 from scheduler_daemon.logs import configure_logging
 from scheduler_daemon.settings import ExpanderSettings, LogSettings
-from scheduler_daemon.store.migrate import migrate
 from scheduler_daemon.store.postgres import create_pool
 from scheduler_daemon.store.schedules import ScheduleStore, _row_args
 
-BENCH_URL_ENV = "SCHEDULER_BENCH_DATABASE_URL"
 CRON = "* * * * *"
 POLL_INTERVAL_S = 30.0  # expander.poll_interval_s: the longest sleep between looks
 
@@ -135,53 +141,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
 
 
 # -- database -----------------------------------------------------------------------------
-
-
-def with_database(dsn: str, name: str) -> str:
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-@dataclass(slots=True)
-class Server:
-    admin_dsn: str
-    description: str
-    stop: Callable[[], None]
-
-
-async def open_server(tmp: Path) -> Server:
-    url = os.environ.get(BENCH_URL_ENV)
-    if url:
-        return Server(url, BENCH_URL_ENV, lambda: None)
-    from scheduler_daemon.store.embedded import start_embedded
-
-    embedded = await asyncio.to_thread(start_embedded, tmp / "pg")
-    return Server(embedded.dsn, f"embedded in {embedded.pgdata}", embedded.stop)
-
-
-@asynccontextmanager
-async def fresh_database(admin_dsn: str) -> AsyncIterator[str]:
-    """A new, migrated database; dropped afterwards."""
-    name = f"sd_bench_expander_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = with_database(admin_dsn, name)
-    try:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
-        yield dsn
-    finally:
-        admin = await asyncpg.connect(admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def insert_schedules(pool: asyncpg.Pool, opts: Options) -> tuple[int, float]:
@@ -274,45 +233,6 @@ class TimedExpander(Expander):
 
 # -- where the CPU went -------------------------------------------------------------------
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _proc_stat(pid: int) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds) of a process from /proc; None when unavailable."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2 :].split()  # fields[0] is field 3 (state) of proc(5)
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def _local_postmaster(backend_pid: int) -> int | None:
-    """The postmaster of this backend when the server runs on this host (else None)."""
-    try:
-        comm = Path(f"/proc/{backend_pid}/comm").read_text().strip()
-    except OSError:
-        return None
-    stat = _proc_stat(backend_pid)
-    return stat[0] if stat is not None and comm.startswith("postgres") else None
-
-
-def _postgres_cpu(postmaster: int | None) -> dict[int, float] | None:
-    """CPU seconds of the postmaster and each of its children (backends, checkpointer, ...)."""
-    if postmaster is None:
-        return None
-    out: dict[int, float] = {}
-    own = _proc_stat(postmaster)
-    if own is not None:
-        out[postmaster] = own[1]
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        stat = _proc_stat(int(entry.name))
-        if stat is not None and stat[0] == postmaster:
-            out[int(entry.name)] = stat[1]
-    return out or None
-
 
 @dataclass(slots=True)
 class Usage:
@@ -321,24 +241,7 @@ class Usage:
     postgres: dict[int, float] | None = None
 
 
-def _postgres_used(start: Usage, end: Usage) -> float | None:
-    if start.postgres is None or end.postgres is None:
-        return None
-    return sum(v - start.postgres.get(pid, 0.0) for pid, v in end.postgres.items())
-
-
 # -- figures ------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear interpolation between the closest ranks (numpy's default)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def table(rows: list[tuple[str, str]]) -> str:
@@ -376,7 +279,7 @@ async def measure(pool: asyncpg.Pool, server: Server, opts: Options) -> None:
     print(f"insert: {inserted} schedules in one statement, {insert_s * 1000:.0f} ms")
 
     backend = await pool.fetchval("SELECT pg_backend_pid()")
-    postmaster = _local_postmaster(int(backend))
+    postmaster = local_postmaster(int(backend))
     store = CountingStore(pool)
     expander = TimedExpander(store, opts)
 
@@ -395,7 +298,7 @@ async def measure(pool: asyncpg.Pool, server: Server, opts: Options) -> None:
     transactions_before = expander.passes
     created_before = expander.created
     queries_before = store.next_queries
-    start = Usage(postgres=_postgres_cpu(postmaster))
+    start = Usage(postgres=postgres_cpu(postmaster))
     db_start: datetime = await pool.fetchval("SELECT now()")
 
     runner = asyncio.create_task(expander.run(), name="expander")
@@ -407,7 +310,7 @@ async def measure(pool: asyncpg.Pool, server: Server, opts: Options) -> None:
         runner.cancel()
         with suppress(asyncio.CancelledError):
             await runner
-    end = Usage(postgres=_postgres_cpu(postmaster))
+    end = Usage(postgres=postgres_cpu(postmaster))
     minutes = (end.wall - start.wall) / 60
 
     calls = expander.calls[calls_before:]
@@ -425,7 +328,7 @@ async def measure(pool: asyncpg.Pool, server: Server, opts: Options) -> None:
     )
     assert row is not None
     process_cpu = end.process - start.process
-    pg_cpu = _postgres_used(start, end)
+    pg_cpu = postgres_used(start.postgres, end.postgres)
     seconds = [c.seconds for c in passes]
     planning = [c.planning for c in passes]
 
@@ -498,7 +401,7 @@ async def main_async(opts: Options) -> int:
     server: Server | None = None
     try:
         server = await open_server(workdir)
-        async with fresh_database(server.admin_dsn) as dsn:
+        async with fresh_database(server.admin_dsn, "expander") as dsn:
             pool = await create_pool(dsn, opts.pool_size)
             try:
                 await measure(pool, server, opts)
