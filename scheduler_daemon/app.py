@@ -16,8 +16,9 @@ import asyncpg
 from aiohttp import web
 
 from scheduler_daemon.actions.base import ActionRegistry
+from scheduler_daemon.actions.guard import GuardPolicy
 from scheduler_daemon.actions.simple import LogAction, NoopAction
-from scheduler_daemon.actions.webhook import WebhookAction
+from scheduler_daemon.actions.webhook import WebhookAction, WebhookOptions
 from scheduler_daemon.api.app import create_app
 from scheduler_daemon.api.context import ApiContext
 from scheduler_daemon.clock import Clock, SystemClock
@@ -52,13 +53,25 @@ def build_actions(settings: Settings | None = None) -> ActionRegistry:
     """The built-in actions, plus (given settings) the Python handlers of
     ``handlers.modules`` and of the ``scheduler_daemon.handlers`` entry points."""
     registry = ActionRegistry()
-    registry.register(WebhookAction())
+    registry.register(WebhookAction(None if settings is None else _webhook_options(settings)))
     registry.register(LogAction(), "message")
     registry.register(NoopAction())
     if settings is not None:
         names = load_handlers(registry, settings.handlers.modules)
         log.info("handlers_loaded", handlers=names)
     return registry
+
+
+def _webhook_options(settings: Settings) -> Callable[[], WebhookOptions]:
+    w = settings.webhook
+    options = WebhookOptions(
+        guard=GuardPolicy(
+            allow_private_networks=w.allow_private_networks,
+            allow_hosts=frozenset(h.lower() for h in w.allow_hosts),
+        ),
+        follow_redirects=w.follow_redirects,
+    )
+    return lambda: options
 
 
 def default_actions() -> ActionRegistry:

@@ -135,6 +135,13 @@ class ShutdownSettings(Section):
     grace_s: float = Field(default=30.0, ge=0)
 
 
+class WebhookSettings(Section):
+    # The SSRF guard: webhooks may only reach public addresses unless these say otherwise.
+    allow_private_networks: bool = False
+    allow_hosts: list[str] = Field(default_factory=list)
+    follow_redirects: bool = False
+
+
 class HandlersSettings(Section):
     modules: list[str] = Field(
         default_factory=list, description="modules imported at start to register handlers"
@@ -164,6 +171,7 @@ class Settings(BaseSettings):
     shutdown: ShutdownSettings = ShutdownSettings()
     log: LogSettings = LogSettings()
     handlers: HandlersSettings = HandlersSettings()
+    webhook: WebhookSettings = WebhookSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import aiohttp
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from yarl import URL
 
 from scheduler_daemon.actions.base import ActionContext, ActionResult
+from scheduler_daemon.actions.guard import (
+    BlockedTarget,
+    GuardedResolver,
+    GuardPolicy,
+    check_literal,
+)
 
 OUTPUT_LIMIT = 8192
 RETRYABLE_STATUSES = frozenset({408, 429})
@@ -62,16 +71,28 @@ def retry_after(value: str | None) -> float | None:
     return min(max(delta, 0.0), MAX_RETRY_AFTER_S)
 
 
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookOptions:
+    guard: GuardPolicy = field(default_factory=GuardPolicy)
+    follow_redirects: bool = False
+
+
 class WebhookAction:
     name: ClassVar[str] = "webhook"
     payload_model: ClassVar[type[BaseModel]] = WebhookPayload
 
-    def __init__(self) -> None:
+    def __init__(self, options: Callable[[], WebhookOptions] | None = None) -> None:
+        self._options = options or WebhookOptions
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
+            resolver = GuardedResolver(lambda: self._options().guard)
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, resolver=resolver)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None),
@@ -87,26 +108,58 @@ class WebhookAction:
         assert isinstance(payload, WebhookPayload)
         await self.start()
         assert self._session is not None
-        kwargs: dict[str, Any] = {"headers": payload.headers}
+        options = self._options()
+        method = payload.method
+        url = URL(str(payload.url))
+        kwargs: dict[str, Any] = {"headers": payload.headers, "allow_redirects": False}
         if payload.json_body is not None:
             kwargs["json"] = payload.json_body
         elif payload.body is not None:
             kwargs["data"] = payload.body
         try:
-            async with self._session.request(payload.method, str(payload.url), **kwargs) as resp:
-                raw = await resp.content.read(OUTPUT_LIMIT)
-                text = raw.decode("utf-8", errors="replace")
-                ok, retryable = classify(resp.status)
-                output = f"HTTP {resp.status}\n{text}"
-                if ok:
-                    return ActionResult.success(output=output, result={"status": resp.status})
-                return ActionResult.failure(
-                    f"HTTP {resp.status} from {payload.method} {payload.url.host}",
-                    retryable=retryable,
-                    output=output,
-                    retry_after_s=retry_after(resp.headers.get("Retry-After"))
-                    if retryable
-                    else None,
-                )
+            for _hop in range(MAX_REDIRECTS + 1):
+                # Every hop is checked: IP literals here, names by the resolver.
+                check_literal(url.host or "", options.guard)
+                async with self._session.request(method, url, **kwargs) as resp:
+                    location = resp.headers.get("Location")
+                    if resp.status in REDIRECTS and location and options.follow_redirects:
+                        url = url.join(URL(location))
+                        if url.scheme not in ("http", "https"):
+                            return ActionResult.failure(
+                                f"redirect to a {url.scheme!r} URL refused", retryable=False
+                            )
+                        if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                            method = "GET"
+                            kwargs.pop("json", None)
+                            kwargs.pop("data", None)
+                        continue
+                    return await _outcome(resp, method, url)
+            return ActionResult.failure(f"more than {MAX_REDIRECTS} redirects", retryable=False)
+        except BlockedTarget as exc:
+            return ActionResult.failure(str(exc), retryable=False)
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedTarget):
+                return ActionResult.failure(str(exc.os_error), retryable=False)
+            return ActionResult.failure(f"{type(exc).__name__}: {exc}", retryable=True)
+        except aiohttp.InvalidURL as exc:
+            return ActionResult.failure(f"invalid target URL: {exc}", retryable=False)
         except aiohttp.ClientError as exc:
             return ActionResult.failure(f"{type(exc).__name__}: {exc}", retryable=True)
+
+
+async def _outcome(resp: aiohttp.ClientResponse, method: str, url: URL) -> ActionResult:
+    raw = await resp.content.read(OUTPUT_LIMIT)
+    text = raw.decode("utf-8", errors="replace")
+    ok, retryable = classify(resp.status)
+    output = f"HTTP {resp.status}\n{text}"
+    if ok:
+        return ActionResult.success(output=output, result={"status": resp.status})
+    error = f"HTTP {resp.status} from {method} {url.host}"
+    if resp.status in REDIRECTS:
+        error += " (redirects are not followed unless webhook.follow_redirects = true)"
+    return ActionResult.failure(
+        error,
+        retryable=retryable,
+        output=output,
+        retry_after_s=retry_after(resp.headers.get("Retry-After")) if retryable else None,
+    )
