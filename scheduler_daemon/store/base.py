@@ -72,6 +72,22 @@ class TaskStore(Protocol):
 
     async def retry_task(self, task_id: uuid.UUID) -> Task | None: ...
 
+    async def retry_dead_letters(
+        self,
+        ids: Sequence[uuid.UUID] | None,
+        action: str | None,
+        queue: str | None,
+        limit: int,
+    ) -> list[uuid.UUID]: ...
+
+    async def discard_dead_letters(
+        self,
+        ids: Sequence[uuid.UUID] | None,
+        action: str | None,
+        queue: str | None,
+        limit: int,
+    ) -> list[uuid.UUID]: ...
+
     async def get_task(self, task_id: uuid.UUID) -> Task | None: ...
 
     async def list_tasks(self, flt: TaskFilter, limit: int, cursor: str | None) -> Page: ...

@@ -408,6 +408,32 @@ class PostgresStore:
         row = await self.pool.fetchrow(queries.RETRY_TASK, task_id)
         return _task(row) if row is not None else None
 
+    async def retry_dead_letters(
+        self,
+        ids: Sequence[uuid.UUID] | None,
+        action: str | None,
+        queue: str | None,
+        limit: int,
+    ) -> list[uuid.UUID]:
+        """Re-queue failed tasks (each as a new attempt series); the ids re-queued."""
+        rows = await self.pool.fetch(
+            queries.RETRY_DEAD_LETTERS, None if ids is None else list(ids), action, queue, limit
+        )
+        return [r["id"] for r in rows]
+
+    async def discard_dead_letters(
+        self,
+        ids: Sequence[uuid.UUID] | None,
+        action: str | None,
+        queue: str | None,
+        limit: int,
+    ) -> list[uuid.UUID]:
+        """Delete failed tasks and their attempts; the ids deleted."""
+        rows = await self.pool.fetch(
+            queries.DISCARD_DEAD_LETTERS, None if ids is None else list(ids), action, queue, limit
+        )
+        return [r["id"] for r in rows]
+
     async def cancel_task(self, task_id: uuid.UUID) -> Task | None:
         """Cancel a task that has not started; None when it is not in a cancellable state."""
         row = await self.pool.fetchrow(queries.CANCEL_TASK, task_id)

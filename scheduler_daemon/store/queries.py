@@ -318,3 +318,36 @@ UPDATE schedules SET next_run_at = least(next_run_at, $2), last_task_id = (
     SELECT id FROM tasks WHERE schedule_id = $1 ORDER BY scheduled_for DESC LIMIT 1)
 WHERE id = $1
 """
+
+# -- dead letters (failed tasks) ------------------------------------------------------------
+
+# Re-queue failed tasks as a new attempt series: by ids, or by action/queue (NULL: any).
+RETRY_DEAD_LETTERS = """
+WITH picked AS (
+    SELECT id FROM tasks
+    WHERE status = 'failed'
+      AND ($1::uuid[] IS NULL OR id = ANY($1::uuid[]))
+      AND ($2::text IS NULL OR action = $2) AND ($3::text IS NULL OR queue = $3)
+    ORDER BY finished_at
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t
+SET status = 'scheduled', run_at = now(), series_start = t.attempts, last_error = NULL,
+    finished_at = NULL, updated_at = now()
+FROM picked WHERE t.id = picked.id
+RETURNING t.id
+"""
+
+DISCARD_DEAD_LETTERS = """
+WITH picked AS (
+    SELECT id FROM tasks
+    WHERE status = 'failed'
+      AND ($1::uuid[] IS NULL OR id = ANY($1::uuid[]))
+      AND ($2::text IS NULL OR action = $2) AND ($3::text IS NULL OR queue = $3)
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM tasks t USING picked WHERE t.id = picked.id
+RETURNING t.id
+"""
