@@ -13,7 +13,7 @@ from scheduler_daemon.api.context import context
 from scheduler_daemon.api.problems import from_validation, invalid
 from scheduler_daemon.api.routes import Response, Route
 from scheduler_daemon.api.schemas import NAME_PATTERN, TaskList
-from scheduler_daemon.api.tasks import json_response, read_json, tasks_json
+from scheduler_daemon.api.tasks import json_response, page_response, read_json
 from scheduler_daemon.domain.models import TaskStatus
 from scheduler_daemon.store.base import TaskFilter
 from scheduler_daemon.store.postgres import InvalidCursor
@@ -63,9 +63,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         page = await context(request).store.list_tasks(flt, query.limit, query.cursor)
     except InvalidCursor as exc:
         raise invalid([FieldError("cursor", str(exc))]) from None
-    cursor = b"null" if page.next_cursor is None else b'"' + page.next_cursor.encode() + b'"'
-    body = b'{"items":' + tasks_json(page.items) + b',"next_cursor":' + cursor + b"}"
-    return web.Response(body=body, content_type="application/json")
+    return page_response(page)
 
 
 async def _selection(request: web.Request) -> DeadLetterSelection:

@@ -27,7 +27,7 @@ from scheduler_daemon.api.schedule_schemas import (
     ScheduleTasksQuery,
 )
 from scheduler_daemon.api.schemas import CreateTask, TaskList
-from scheduler_daemon.api.tasks import json_response, read_json, tasks_json, to_new_task
+from scheduler_daemon.api.tasks import json_response, page_response, read_json, to_new_task
 from scheduler_daemon.domain.recurrence import (
     Blackout,
     DailyWindow,
@@ -314,9 +314,7 @@ async def schedule_tasks(request: web.Request) -> web.Response:
         )
     except InvalidCursor as exc:
         raise invalid([FieldError("cursor", str(exc))]) from None
-    cursor = b"null" if page.next_cursor is None else b'"' + page.next_cursor.encode() + b'"'
-    body = b'{"items":' + tasks_json(page.items) + b',"next_cursor":' + cursor + b"}"
-    return web.Response(body=body, content_type="application/json")
+    return page_response(page)
 
 
 _ONE = Response("the schedule", ScheduleOut)

@@ -35,7 +35,7 @@ from scheduler_daemon.api.schemas import (
     TaskOut,
     storable_json,
 )
-from scheduler_daemon.domain.models import NewTask, Task
+from scheduler_daemon.domain.models import NewTask, Page, Task
 from scheduler_daemon.domain.recurrence import RuleError, for_task, next_occurrence, validate
 from scheduler_daemon.domain.schedules import OverlapPolicy, Schedule, TaskTemplate, expand_at
 from scheduler_daemon.store.base import TaskFilter, TaskStore
@@ -58,6 +58,13 @@ def task_json(task: Task) -> bytes:
 
 def tasks_json(tasks: list[Task]) -> bytes:
     return _TASKS_JSON.dump_json(tasks, exclude={"__all__": _HIDDEN})
+
+
+def page_response(page: Page) -> web.Response:
+    """A page of tasks: ``{"items": [...], "next_cursor": ...}`` (TaskList)."""
+    cursor = json.dumps(page.next_cursor).encode()
+    body = b'{"items":' + tasks_json(page.items) + b',"next_cursor":' + cursor + b"}"
+    return web.Response(body=body, content_type="application/json")
 
 
 def task_response(
@@ -318,9 +325,7 @@ async def list_tasks(request: web.Request) -> web.Response:
         page = await context(request).store.list_tasks(flt, query.limit, query.cursor)
     except InvalidCursor as exc:
         raise invalid([FieldError("cursor", str(exc))]) from None
-    cursor = json.dumps(page.next_cursor).encode()
-    body = b'{"items":' + tasks_json(page.items) + b',"next_cursor":' + cursor + b"}"
-    return web.Response(body=body, content_type="application/json")
+    return page_response(page)
 
 
 async def get_task(request: web.Request) -> web.Response:

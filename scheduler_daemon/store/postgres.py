@@ -416,10 +416,7 @@ class PostgresStore:
         limit: int,
     ) -> list[uuid.UUID]:
         """Re-queue failed tasks (each as a new attempt series); the ids re-queued."""
-        rows = await self.pool.fetch(
-            queries.RETRY_DEAD_LETTERS, None if ids is None else list(ids), action, queue, limit
-        )
-        return [r["id"] for r in rows]
+        return await self._dead_letters(queries.RETRY_DEAD_LETTERS, ids, action, queue, limit)
 
     async def discard_dead_letters(
         self,
@@ -429,9 +426,17 @@ class PostgresStore:
         limit: int,
     ) -> list[uuid.UUID]:
         """Delete failed tasks and their attempts; the ids deleted."""
-        rows = await self.pool.fetch(
-            queries.DISCARD_DEAD_LETTERS, None if ids is None else list(ids), action, queue, limit
-        )
+        return await self._dead_letters(queries.DISCARD_DEAD_LETTERS, ids, action, queue, limit)
+
+    async def _dead_letters(
+        self,
+        sql: str,
+        ids: Sequence[uuid.UUID] | None,
+        action: str | None,
+        queue: str | None,
+        limit: int,
+    ) -> list[uuid.UUID]:
+        rows = await self.pool.fetch(sql, None if ids is None else list(ids), action, queue, limit)
         return [r["id"] for r in rows]
 
     async def cancel_task(self, task_id: uuid.UUID) -> Task | None:
