@@ -8,6 +8,7 @@ import os
 import secrets
 import signal
 import socket
+import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -18,9 +19,11 @@ from aiohttp import web
 from scheduler_daemon.actions.base import ActionRegistry
 from scheduler_daemon.actions.guard import GuardPolicy
 from scheduler_daemon.actions.simple import LogAction, NoopAction
+from scheduler_daemon.actions.sqs import SqsAction, SqsOptions
 from scheduler_daemon.actions.webhook import WebhookAction, WebhookOptions
 from scheduler_daemon.api.app import create_app
 from scheduler_daemon.api.context import ApiContext
+from scheduler_daemon.aws.backend import EventBridgeBackend, eventbridge_backend
 from scheduler_daemon.clock import Clock, SystemClock
 from scheduler_daemon.domain.backoff import Backoff
 from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
@@ -38,6 +41,7 @@ from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.embedded import start_embedded
 from scheduler_daemon.store.listener import NotificationListener
+from scheduler_daemon.store.outbox import OutboxStore
 from scheduler_daemon.store.postgres import (
     LazyPool,
     PostgresStore,
@@ -54,6 +58,13 @@ def build_actions(settings: Settings | None = None) -> ActionRegistry:
     ``handlers.modules`` and of the ``scheduler_daemon.handlers`` entry points."""
     registry = ActionRegistry()
     registry.register(WebhookAction(None if settings is None else _webhook_options(settings)))
+    registry.register(
+        SqsAction(
+            None
+            if settings is None
+            else SqsOptions(region=settings.aws.region, endpoint_url=settings.aws.endpoint_url)
+        )
+    )
     registry.register(LogAction(), "message")
     registry.register(NoopAction())
     if settings is not None:
@@ -134,6 +145,17 @@ class Daemon:
     async def _serve(
         self, dsn: str, store: PostgresStore, actions: ActionRegistry, handler_pool: LazyPool
     ) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await self._serve_on(stack, dsn, store, actions, handler_pool)
+
+    async def _serve_on(
+        self,
+        stack: contextlib.AsyncExitStack,
+        dsn: str,
+        store: PostgresStore,
+        actions: ActionRegistry,
+        handler_pool: LazyPool,
+    ) -> None:
         s = self.settings
         clock = self.clock
         await actions.start()
@@ -167,7 +189,6 @@ class Daemon:
             batch_size=lambda: s.expander.batch_size,
             poll_interval_s=lambda: s.expander.poll_interval_s,
         )
-        listener = NotificationListener(dsn, discovery.notify, clock, on_schedules=expander.notify)
         executor = Executor(
             actions,
             ready,
@@ -178,7 +199,37 @@ class Daemon:
             lambda: backoff,
             handler_pool.transaction,
         )
-        completer = Completer(store, results, registry, self.owner, clock, metrics)
+        aws: EventBridgeBackend | None = None
+        if s.scheduling.backend == "eventbridge":
+            outbox = OutboxStore(store.pool)
+            metrics.track_outbox(outbox.count_pending)
+            aws = await stack.enter_async_context(
+                eventbridge_backend(
+                    lambda: self.settings,
+                    outbox,
+                    slots,
+                    ready,
+                    registry,
+                    self.owner,
+                    clock,
+                    metrics,
+                )
+            )
+        listener = NotificationListener(
+            dsn,
+            discovery.notify if aws is None else aws.publisher.notify,
+            clock,
+            on_schedules=expander.notify,
+        )
+        completer = Completer(
+            store,
+            results,
+            registry,
+            self.owner,
+            clock,
+            metrics,
+            on_recorded=None if aws is None else aws.messages.recorded,
+        )
         heartbeat = Heartbeat(
             store,
             registry,
@@ -220,7 +271,12 @@ class Daemon:
                 supervisor.start("executor", executor.run)
                 supervisor.start("heartbeat", heartbeat.run)
                 supervisor.start("rescuer", rescuer.run)
-                supervisor.start("discovery", discovery.run)
+                if aws is None:
+                    supervisor.start("discovery", discovery.run)
+                else:
+                    supervisor.start("publisher", aws.publisher.run)
+                    supervisor.start("sqs_messages", aws.messages.run)
+                    supervisor.start("consumer", aws.consumer.run)
                 supervisor.start("expander", expander.run)
                 # Ready once the LISTEN connection is up (or a stop came first).
                 await _first(listener.connected.wait(), self._stop.wait())
@@ -231,7 +287,7 @@ class Daemon:
                 health.draining = True
                 log.info("drain_started", in_flight=len(registry), grace_s=s.shutdown.grace_s)
                 await supervisor.stop("expander")
-                await supervisor.stop("discovery")
+                await supervisor.stop("discovery" if aws is None else "consumer")
                 try:
                     async with asyncio.timeout(s.shutdown.grace_s):
                         await slots.wait_idle()
@@ -244,27 +300,32 @@ class Daemon:
                 except TimeoutError:
                     log.error("drain_flush_expired", unrecorded=results.qsize())
                 await supervisor.stop("completer")
-                await self._release(store, registry)
+                released = await self._release(store, registry)
+                if aws is not None:
+                    await aws.drained(released, timeout_s=5.0)
+                    await supervisor.stop("sqs_messages")
+                    await supervisor.stop("publisher")
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await runner.cleanup()
             await actions.close()
 
-    async def _release(self, store: PostgresStore, registry: LeaseRegistry) -> None:
+    async def _release(self, store: PostgresStore, registry: LeaseRegistry) -> list[uuid.UUID]:
         """Tasks claimed but not finished go back to scheduled, the attempt not counted."""
         held = registry.snapshot()
         if not held:
-            return
+            return []
         try:
             released = await store.release(self.owner, held)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             # Not lost: their leases expire and another daemon's rescuer takes them over.
             log.error("release_failed", error=str(exc), tasks=len(held))
-            return
+            return []
         for task_id in released:
             log.info("task_released", task_id=str(task_id))
             registry.discard(task_id)
+        return list(released)
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:

@@ -1,4 +1,4 @@
-"""The ``scheduler-daemon`` command: run, migrate, check-config, healthcheck."""
+"""The ``scheduler-daemon`` command: run, migrate, check-config, healthcheck, dev tools."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from scheduler_daemon.app import Daemon, install_uvloop, open_database
+from scheduler_daemon.aws.emulator import EventBridgeEmulator, run_until_signalled
 from scheduler_daemon.handlers import HandlerLoadError
 from scheduler_daemon.logs import configure_logging
 from scheduler_daemon.settings import ConfigError, Settings, load_settings, masked
@@ -32,6 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     health = sub.add_parser("healthcheck", help="exit 0 when a running daemon answers /healthz")
     health.add_argument("--url", help="base URL of the daemon (default: from http.host/port)")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    dev = sub.add_parser("dev", help="development tools").add_subparsers(
+        dest="dev_command", required=True
+    )
+    emulator = dev.add_parser(
+        "eventbridge-emulator",
+        help="fire due at() schedules on a local (moto) endpoint into their SQS queues",
+    )
+    emulator.add_argument("--endpoint-url", help="local endpoint (default: aws.endpoint_url)")
+    emulator.add_argument("--region", help="AWS region (default: aws.region)")
+    emulator.add_argument(
+        "--group", action="append", help="schedule group, repeatable (default: every group)"
+    )
+    emulator.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
+    emulator.add_argument(
+        "--early", type=float, default=0.0, help="deliver this many seconds before the at() time"
+    )
     return parser
 
 
@@ -58,6 +75,29 @@ def _healthcheck(settings: Settings, url: str | None, timeout: float) -> int:
     return 0 if ok else 1
 
 
+def _eventbridge_emulator(settings: Settings, args: argparse.Namespace) -> int:
+    endpoint_url = args.endpoint_url or settings.aws.endpoint_url
+    if not endpoint_url:
+        print(
+            "scheduler-daemon dev eventbridge-emulator: error: no endpoint; pass --endpoint-url "
+            "(or set aws.endpoint_url): the emulator never runs against real AWS",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        emulator = EventBridgeEmulator(
+            args.region or settings.aws.region,
+            endpoint_url,
+            args.group,
+            interval_s=args.interval,
+            early_s=args.early,
+        )
+    except ValueError as exc:
+        print(f"scheduler-daemon dev eventbridge-emulator: error: {exc}", file=sys.stderr)
+        return 2
+    return _run(run_until_signalled(emulator))
+
+
 async def _migrate(settings: Settings) -> int:
     db = await open_database(settings)
     await asyncio.to_thread(db.close)
@@ -78,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "healthcheck":
         return _healthcheck(settings, args.url, args.timeout)
     configure_logging(settings.log)
+    if command == "dev":
+        return _eventbridge_emulator(settings, args)
     try:
         if command == "migrate":
             return _run(_migrate(settings))

@@ -108,11 +108,37 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        # The eventbridge backend.
+        self.outbox_published = Counter(
+            "scheduler_outbox_published",
+            "Wake-ups AWS accepted, by kind (message, schedule, schedule_deleted)",
+            ["kind"],
+            registry=r,
+        )
+        self.outbox_errors = Counter(
+            "scheduler_outbox_errors",
+            "AWS calls of the publisher that failed (retried later), by AWS error code",
+            ["code"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "scheduler_outbox_pending",
+            "Wake-ups not yet published and schedules not yet deleted (counted when scraped)",
+            registry=r,
+        )
+        self.sqs_messages = Counter(
+            "scheduler_sqs_messages",
+            "SQS messages received, by what became of them "
+            "(claimed, held, stale, malformed, deferred)",
+            ["result"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "scheduler_build_info", "Always 1; the version is a label", ["version"], registry=r
         )
         self.build_info.labels(version or package_version()).set(1)
         self._count_due: Callable[[], Awaitable[int]] | None = None
+        self._count_outbox: Callable[[], Awaitable[int]] | None = None
         self.due_timeout_s = DUE_QUERY_TIMEOUT_S
 
     # -- wiring: where the scrape-time gauges read from ------------------------------------
@@ -126,6 +152,9 @@ class Metrics:
 
     def track_due(self, count_due: Callable[[], Awaitable[int]]) -> None:
         self._count_due = count_due
+
+    def track_outbox(self, count_pending: Callable[[], Awaitable[int]]) -> None:
+        self._count_outbox = count_pending
 
     # -- recording --------------------------------------------------------------------------
 
@@ -159,15 +188,19 @@ class Metrics:
     async def refresh(self) -> None:
         """Update the gauges that need a query; on failure or timeout (``due_timeout_s``) keep
         the last values: a scrape never waits long and never fails for the database."""
-        if self._count_due is None:
-            return
-        try:
-            async with asyncio.timeout(self.due_timeout_s):
-                due = await self._count_due()
-        except Exception as exc:
-            _log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}")
-            return
-        self.tasks_due.set(due)
+        for count, gauge in (
+            (self._count_due, self.tasks_due),
+            (self._count_outbox, self.outbox_pending),
+        ):
+            if count is None:
+                continue
+            try:
+                async with asyncio.timeout(self.due_timeout_s):
+                    value = await count()
+            except Exception as exc:
+                _log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+                continue
+            gauge.set(value)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format 0.0.4."""

@@ -153,6 +153,49 @@ class LogSettings(Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class SchedulingSettings(Section):
+    # postgres: discovery claims due rows (SKIP LOCKED, LISTEN/NOTIFY). eventbridge: a publisher
+    # hands each task's wake-up to SQS (soon) or an EventBridge Scheduler at() schedule
+    # (later), and an SQS long-poll consumer claims the task when its message arrives.
+    backend: Literal["postgres", "eventbridge"] = "postgres"
+
+
+class AwsSettings(Section):
+    # Credentials come from the standard AWS chain (the ECS task role in production).
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(
+        default=None, description="a local endpoint (moto) for development; unset: AWS"
+    )
+
+
+class SqsSettings(Section):
+    queue_url: str | None = None
+    wait_time_s: int = Field(default=20, ge=0, le=20)
+    visibility_timeout_s: int = Field(default=60, ge=5, le=43_200)
+    # Receive calls in flight at once (each asks for at most 10 messages, never more than the
+    # executor has free slots).
+    pollers: int = Field(default=2, ge=1, le=32)
+
+
+class EventBridgeSettings(Section):
+    group: str = Field(default="scheduler-daemon", min_length=1, max_length=64)
+    role_arn: str | None = None
+    dead_letter_arn: str | None = None
+    target_arn: str | None = Field(default=None, description="unset: the tasks queue's ARN")
+    # Tasks due later than this go to EventBridge Scheduler; sooner ones are sent to SQS with
+    # DelaySeconds (at most 900, SQS's limit).
+    schedule_after_s: int = Field(default=900, ge=1, le=900)
+    # at() fires with one-minute precision: schedules are set this much ahead of run_at and
+    # the consumer holds the early message until run_at.
+    lead_s: int = Field(default=60, ge=0, le=600)
+    max_retry_attempts: int = Field(default=185, ge=0, le=185)
+    max_event_age_s: int = Field(default=86_400, ge=60, le=86_400)
+    publish_batch_size: int = Field(default=50, ge=1, le=1000)
+    # A due task whose published wake-up led to no claim for this long is published again
+    # (its message went to a dead-letter queue, or its schedule was deleted by hand).
+    republish_after_s: float = Field(default=300.0, ge=30)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -172,6 +215,28 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     handlers: HandlersSettings = HandlersSettings()
     webhook: WebhookSettings = WebhookSettings()
+    scheduling: SchedulingSettings = SchedulingSettings()
+    aws: AwsSettings = AwsSettings()
+    sqs: SqsSettings = SqsSettings()
+    eventbridge: EventBridgeSettings = EventBridgeSettings()
+
+    @model_validator(mode="after")
+    def _backend_complete(self) -> Settings:
+        if self.scheduling.backend == "eventbridge":
+            missing = [
+                key
+                for key, value in (
+                    ("sqs.queue_url", self.sqs.queue_url),
+                    ("eventbridge.role_arn", self.eventbridge.role_arn),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"scheduling.backend is 'eventbridge' but {', '.join(missing)} "
+                    f"{'is' if len(missing) == 1 else 'are'} not set"
+                )
+        return self
 
     @classmethod
     def settings_customise_sources(

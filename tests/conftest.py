@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
 
 from scheduler_daemon.store.postgres import PostgresStore, create_pool
+from tests.aws import CREDENTIALS, AwsResources, create_resources, moto_server
 from tests.pg import PgServer, drop_template, start_server
 
 
@@ -38,3 +40,18 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture
 async def store(pool: asyncpg.Pool) -> PostgresStore:
     return PostgresStore(pool)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real moto server on loopback for the whole session (SQS, EventBridge Scheduler)."""
+    for key, value in CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+async def aws(moto_endpoint: str) -> AwsResources:
+    """A queue, a dead-letter queue and a schedule group of this test's own."""
+    return await create_resources(moto_endpoint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 
@@ -31,8 +32,10 @@ class Completer:
         owner: str,
         clock: Clock,
         metrics: Metrics | None = None,
+        on_recorded: Callable[[list[uuid.UUID]], None] | None = None,
     ) -> None:
         self._metrics = metrics
+        self._on_recorded = on_recorded
         self._store = store
         self._results = results
         self._registry = registry
@@ -128,3 +131,6 @@ class Completer:
             else:
                 log.error("task_failed", error=result.error, outcome=result.outcome.value)
         self.recorded_total += len(applied)
+        if self._on_recorded is not None:
+            # Applied or fenced out, this daemon is done with these attempts.
+            self._on_recorded([r.task_id for r in batch])

@@ -33,6 +33,9 @@ class LeaseRegistry:
     def __len__(self) -> int:
         return len(self._held)
 
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._held
+
     def add(self, task: ClaimedTask) -> None:
         self._held[task.id] = Held(task, since=self._clock.monotonic())
 

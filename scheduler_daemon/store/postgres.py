@@ -183,6 +183,26 @@ def _task(row: asyncpg.Record, *, json_text: bool = False) -> Task:
     )
 
 
+def claimed_tasks(rows: Sequence[asyncpg.Record]) -> list[ClaimedTask]:
+    """Claimed rows in claim order (priority first, then run_at)."""
+    rows = sorted(rows, key=lambda r: (-r["priority"], r["run_at"]))
+    return [
+        ClaimedTask(
+            id=r["id"],
+            action=r["action"],
+            payload=r["payload"],
+            attempt=r["attempts"],
+            max_attempts=r["max_attempts"],
+            timeout_s=r["timeout_s"],
+            run_at=r["run_at"],
+            series_start=r["series_start"],
+            queue=r["queue"],
+            claimed_at=r["claimed_at"],
+        )
+        for r in rows
+    ]
+
+
 def encode_cursor(created_at: datetime, task_id: uuid.UUID) -> str:
     raw = f"{created_at.isoformat()}|{task_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -457,22 +477,7 @@ class PostgresStore:
 
     async def claim(self, owner: str, limit: int, lease_s: float) -> list[ClaimedTask]:
         rows = await self.pool.fetch(queries.CLAIM, limit, owner, lease_s)
-        rows = sorted(rows, key=lambda r: (-r["priority"], r["run_at"]))
-        return [
-            ClaimedTask(
-                id=r["id"],
-                action=r["action"],
-                payload=r["payload"],
-                attempt=r["attempts"],
-                max_attempts=r["max_attempts"],
-                timeout_s=r["timeout_s"],
-                run_at=r["run_at"],
-                series_start=r["series_start"],
-                queue=r["queue"],
-                claimed_at=r["claimed_at"],
-            )
-            for r in rows
-        ]
+        return claimed_tasks(rows)
 
     async def next_due_in(self) -> float | None:
         value: float | None = await self.pool.fetchval(queries.NEXT_DUE_IN)

@@ -351,3 +351,83 @@ WITH picked AS (
 DELETE FROM tasks t USING picked WHERE t.id = picked.id
 RETURNING t.id
 """
+
+# -- the eventbridge backend: outbox and SQS messages -----------------------------------------
+
+# Outbox rows for one publisher pass, earliest first, locked until the pass commits (other
+# daemons' publishers skip them). due_in_s is measured on the database's clock.
+PICK_OUTBOX = """
+SELECT id, status, run_at, extract(epoch FROM run_at - now())::float8 AS due_in_s,
+       wake_version, published_version, aws_schedule
+FROM tasks
+WHERE (status = 'scheduled' AND published_version <> wake_version)
+   OR (aws_schedule IS NOT NULL AND status <> 'scheduled')
+ORDER BY run_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+# What AWS accepted: the version now published (NULL: unchanged) and the schedule that exists
+# for the task (NULL: none).
+MARK_PUBLISHED = """
+UPDATE tasks t
+SET published_version = COALESCE(p.version, t.published_version),
+    published_at = CASE WHEN p.version IS NULL THEN t.published_at ELSE now() END,
+    aws_schedule = p.schedule
+FROM unnest($1::uuid[], $2::int[], $3::text[]) AS p(id, version, schedule)
+WHERE t.id = p.id
+"""
+
+COUNT_OUTBOX = """
+SELECT count(*) FROM tasks
+WHERE (status = 'scheduled' AND published_version <> wake_version)
+   OR (aws_schedule IS NOT NULL AND status <> 'scheduled')
+"""
+
+# Due tasks whose published message never led to a claim (lost to a dead-letter queue, or a
+# schedule deleted by hand): published again. Bounded per pass.
+REPUBLISH_STALE = """
+WITH stale AS (
+    SELECT id FROM tasks
+    WHERE status = 'scheduled' AND published_version = wake_version
+      AND run_at < now() - make_interval(secs => $1)
+      AND published_at < now() - make_interval(secs => $1)
+    ORDER BY run_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE tasks t SET published_version = 0 FROM stale WHERE t.id = stale.id
+RETURNING t.id
+"""
+
+PICK_SCHEDULE_DELETIONS = """
+SELECT name FROM eventbridge_deletions ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED
+"""
+
+DELETE_SCHEDULE_DELETIONS = """
+DELETE FROM eventbridge_deletions WHERE name = ANY($1::text[])
+"""
+
+# Claim the tasks of received messages: only a task still scheduled under the message's
+# version and due. The claim waits for a row lock rather than skipping it (a publisher may
+# hold it for an instant).
+CLAIM_MESSAGES = """
+WITH m AS (
+    SELECT * FROM unnest($1::uuid[], $2::int[]) AS m(id, version)
+)
+UPDATE tasks t
+SET status = 'running', attempts = t.attempts + 1, lease_owner = $3,
+    lease_expires_at = now() + make_interval(secs => $4),
+    started_at = now(), updated_at = now()
+FROM m
+WHERE t.id = m.id AND t.status = 'scheduled' AND t.wake_version = m.version
+  AND t.run_at <= now()
+RETURNING t.id, t.action, t.payload, t.priority, t.attempts, t.max_attempts, t.timeout_s,
+          t.run_at, t.series_start, t.queue, now() AS claimed_at
+"""
+
+# Why the other messages' tasks were not claimed.
+MESSAGE_TASKS = """
+SELECT id, status, wake_version, extract(epoch FROM run_at - now())::float8 AS due_in_s
+FROM tasks WHERE id = ANY($1::uuid[])
+"""

@@ -204,7 +204,7 @@ def test_load_handlers_imports_a_module_and_registers_its_handlers(
 
     assert names == EXAMPLE_NAMES
     assert fresh.names() == EXAMPLE_NAMES
-    assert registry.names() == sorted(["log", "message", "noop", "webhook", *EXAMPLE_NAMES])
+    assert registry.names() == sorted(["log", "message", "noop", "sqs", "webhook", *EXAMPLE_NAMES])
     from examples.attendance import MergePoolsPayload, merge_pools
 
     action = registry.get("attendance.merge_pools")

@@ -36,7 +36,7 @@ def error_locs(exc: ValidationError) -> list[tuple[int | str, ...]]:
 
 
 def test_default_actions_are_registered(actions: ActionRegistry) -> None:
-    assert actions.names() == ["log", "message", "noop", "webhook"]
+    assert actions.names() == ["log", "message", "noop", "sqs", "webhook"]
     assert actions.get("message") is actions.get("log")
 
 

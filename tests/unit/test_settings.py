@@ -251,3 +251,22 @@ def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(ValueError, match="frozen"):
         s.executor.lease_s = 1.0  # type: ignore[misc]
+
+
+def test_eventbridge_backend_names_the_missing_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEDULER_SCHEDULING__BACKEND", "eventbridge")
+    with pytest.raises(ConfigError, match=r"sqs\.queue_url, eventbridge\.role_arn are not set"):
+        load_settings()
+    monkeypatch.setenv("SCHEDULER_SQS__QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/1/q")
+    with pytest.raises(ConfigError, match=r"eventbridge\.role_arn is not set"):
+        load_settings()
+    monkeypatch.setenv("SCHEDULER_EVENTBRIDGE__ROLE_ARN", "arn:aws:iam::1:role/r")
+    settings = load_settings()
+    assert settings.scheduling.backend == "eventbridge"
+    assert settings.eventbridge.schedule_after_s == 900
+
+
+def test_unknown_backend_is_rejected_naming_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEDULER_SCHEDULING__BACKEND", "sqs")
+    with pytest.raises(ConfigError, match=r"scheduling\.backend"):
+        load_settings()

@@ -1,0 +1,107 @@
+"""The eventbridge backend assembled from settings: publisher, consumer and message keeper
+on one pair of AWS clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from scheduler_daemon.aws.clients import queue_arn_from_url, scheduler_client, sqs_client
+from scheduler_daemon.aws.consumer import Consumer, ConsumerOptions, Messages
+from scheduler_daemon.aws.publisher import Publisher, PublisherOptions
+from scheduler_daemon.clock import Clock
+from scheduler_daemon.domain.models import ClaimedTask
+from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.metrics import Metrics
+from scheduler_daemon.settings import Settings
+from scheduler_daemon.store.outbox import OutboxStore
+
+
+def publisher_options(s: Settings) -> PublisherOptions:
+    queue_url = s.sqs.queue_url or ""
+    eb = s.eventbridge
+    return PublisherOptions(
+        queue_url=queue_url,
+        target_arn=eb.target_arn or queue_arn_from_url(queue_url, s.aws.region),
+        group=eb.group,
+        role_arn=eb.role_arn or "",
+        dead_letter_arn=eb.dead_letter_arn,
+        schedule_after_s=eb.schedule_after_s,
+        lead_s=eb.lead_s,
+        max_retry_attempts=eb.max_retry_attempts,
+        max_event_age_s=eb.max_event_age_s,
+        batch_size=eb.publish_batch_size,
+        republish_after_s=eb.republish_after_s,
+    )
+
+
+def consumer_options(s: Settings) -> ConsumerOptions:
+    return ConsumerOptions(
+        queue_url=s.sqs.queue_url or "",
+        wait_time_s=s.sqs.wait_time_s,
+        visibility_timeout_s=s.sqs.visibility_timeout_s,
+        pollers=s.sqs.pollers,
+    )
+
+
+@dataclass
+class EventBridgeBackend:
+    publisher: Publisher
+    consumer: Consumer
+    messages: Messages
+
+    async def drained(self, released: list[uuid.UUID], timeout_s: float) -> None:
+        """After shutdown's release: messages of tasks put back are visible at once, spent
+        ones deleted."""
+        await self.messages.make_visible(released)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self.messages.flush()
+
+
+@contextlib.asynccontextmanager
+async def eventbridge_backend(
+    settings: Callable[[], Settings],
+    outbox: OutboxStore,
+    slots: Slots,
+    ready: asyncio.Queue[ClaimedTask],
+    registry: LeaseRegistry,
+    owner: str,
+    clock: Clock,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[EventBridgeBackend]:
+    s = settings()
+    async with (
+        sqs_client(s.aws.region, s.aws.endpoint_url) as sqs,
+        scheduler_client(s.aws.region, s.aws.endpoint_url) as scheduler,
+    ):
+        messages = Messages(sqs, registry, clock, lambda: consumer_options(settings()))
+        yield EventBridgeBackend(
+            publisher=Publisher(
+                outbox,
+                sqs,
+                scheduler,
+                lambda: publisher_options(settings()),
+                clock,
+                poll_interval_s=lambda: settings().discovery.poll_interval_s,
+                metrics=metrics,
+            ),
+            consumer=Consumer(
+                outbox,
+                sqs,
+                messages,
+                slots,
+                ready,
+                registry,
+                owner,
+                clock,
+                lambda: consumer_options(settings()),
+                lease_s=lambda: settings().executor.lease_s,
+                metrics=metrics,
+            ),
+            messages=messages,
+        )

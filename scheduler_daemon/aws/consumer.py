@@ -1,0 +1,383 @@
+"""The SQS side of the eventbridge backend.
+
+``Consumer`` long-polls the tasks queue, never asking for more messages than the executor has
+free slots, and claims each message's task in PostgreSQL by id. ``Messages`` keeps the
+messages of running tasks invisible (ChangeMessageVisibilityBatch ahead of expiry), deletes
+them once the attempt is recorded, and on shutdown makes those of tasks put back visible at
+once.
+
+A message is ``{"task_id": ..., "series": n}``: the task and the scheduling (its
+``wake_version``) the message was published for. SQS delivers at least once, so a message
+whose task is no longer scheduled under that series (cancelled, finished, running, scheduled
+anew) is deleted without running anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from scheduler_daemon.aws.clients import AWS_ERRORS, error_code
+from scheduler_daemon.clock import Clock
+from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
+from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.logs import get_logger
+from scheduler_daemon.metrics import Metrics
+from scheduler_daemon.store.outbox import OutboxStore
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.type_defs import MessageTypeDef
+
+SQS_BATCH = 10
+MAX_VISIBILITY_S = 43_000  # SQS allows 12 hours (43,200 s) from the receive
+# A message due this soon is held in memory (its slot kept) and claimed at run_at; one due
+# later is made invisible until about a second before run_at.
+HOLD_IN_PROCESS_S = 2.0
+BODY_LOG_LIMIT = 256
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerOptions:
+    queue_url: str
+    wait_time_s: int = 20
+    visibility_timeout_s: int = 60
+    pollers: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class WakeUp:
+    """A received message that parsed."""
+
+    receipt: str
+    task_id: uuid.UUID
+    series: int
+
+
+class MalformedMessage(ValueError):
+    pass
+
+
+def parse_body(body: str) -> tuple[uuid.UUID, int]:
+    try:
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise MalformedMessage("not a JSON object")
+        series = data["series"]
+        if not isinstance(series, int) or isinstance(series, bool) or series < 1:
+            raise MalformedMessage("series is not a positive integer")
+        return uuid.UUID(str(data["task_id"])), series
+    except MalformedMessage:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MalformedMessage(f"{type(exc).__name__}: {exc}") from exc
+
+
+class Messages:
+    """The receipts of messages whose tasks this daemon runs."""
+
+    def __init__(
+        self,
+        sqs: SQSClient,
+        registry: LeaseRegistry,
+        clock: Clock,
+        options: Callable[[], ConsumerOptions],
+    ) -> None:
+        self._sqs = sqs
+        self._registry = registry
+        self._clock = clock
+        self._options = options
+        self._receipts: dict[uuid.UUID, str] = {}
+        self._spent: asyncio.Queue[str] = asyncio.Queue()
+        self._log = get_logger("sqs_messages")
+        self.deleted_total = 0
+
+    def __len__(self) -> int:
+        return len(self._receipts)
+
+    def track(self, task_id: uuid.UUID, receipt: str) -> None:
+        self._receipts[task_id] = receipt
+
+    def discard(self, receipt: str) -> None:
+        """A message to delete now (stale, duplicate, malformed)."""
+        self._spent.put_nowait(receipt)
+
+    def recorded(self, task_ids: Iterable[uuid.UUID]) -> None:
+        """Attempts recorded (or fenced out): their messages are spent."""
+        for task_id in task_ids:
+            receipt = self._receipts.pop(task_id, None)
+            if receipt is not None:
+                self._spent.put_nowait(receipt)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._extend_loop())
+            group.create_task(self._delete_loop())
+
+    async def flush(self) -> None:
+        """Wait until every spent message is deleted (or given up on)."""
+        await self._spent.join()
+
+    async def make_visible(self, task_ids: Iterable[uuid.UUID]) -> None:
+        """Tasks put back on shutdown: their messages are delivered again at once."""
+        receipts = [r for t in task_ids if (r := self._receipts.pop(t, None)) is not None]
+        await self.set_visibility(receipts, 0)
+
+    async def set_visibility(self, receipts: Sequence[str], seconds: int) -> None:
+        queue_url = self._options().queue_url
+        for i in range(0, len(receipts), SQS_BATCH):
+            chunk = receipts[i : i + SQS_BATCH]
+            entries: Any = [
+                {"Id": str(n), "ReceiptHandle": r, "VisibilityTimeout": seconds}
+                for n, r in enumerate(chunk)
+            ]
+            try:
+                answer = await self._sqs.change_message_visibility_batch(
+                    QueueUrl=queue_url, Entries=entries
+                )
+            except AWS_ERRORS as exc:
+                self._log.warning("visibility_change_failed", error=str(exc), messages=len(chunk))
+                continue
+            for failed in answer.get("Failed", []):
+                code, error = failed.get("Code"), failed.get("Message")
+                self._log.warning("visibility_change_refused", code=code, error=error)
+
+    async def extend(self) -> None:
+        """Push the expiry of every running task's message one visibility timeout ahead;
+        messages whose task is no longer held (its lease was lost) are spent."""
+        for task_id in [t for t in self._receipts if t not in self._registry]:
+            self._spent.put_nowait(self._receipts.pop(task_id))
+        timeout_s = self._options().visibility_timeout_s
+        receipts = list(self._receipts.values())
+        await self.set_visibility(receipts, timeout_s)
+        if receipts:
+            self._log.debug("messages_extended", messages=len(receipts), timeout_s=timeout_s)
+
+    async def _extend_loop(self) -> None:
+        while True:
+            # A third of the timeout: every message is extended with two thirds of it left.
+            await self._clock.sleep(max(self._options().visibility_timeout_s / 3, 1.0))
+            await self.extend()
+
+    async def _delete_loop(self) -> None:
+        while True:
+            batch = [await self._spent.get()]
+            while len(batch) < SQS_BATCH and not self._spent.empty():
+                batch.append(self._spent.get_nowait())
+            try:
+                await self._delete(batch)
+            finally:
+                for _ in batch:
+                    self._spent.task_done()
+
+    async def _delete(self, receipts: list[str]) -> None:
+        entries: Any = [{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(receipts)]
+        backoff = 0.2
+        for _ in range(5):
+            try:
+                answer = await self._sqs.delete_message_batch(
+                    QueueUrl=self._options().queue_url, Entries=entries
+                )
+            except AWS_ERRORS as exc:
+                self._log.warning("message_delete_failed", error=str(exc), retry_in_s=backoff)
+                await self._clock.sleep(backoff)
+                backoff *= 2
+                continue
+            self.deleted_total += len(answer.get("Successful", []))
+            for failed in answer.get("Failed", []):
+                # An old receipt (the message was received again meanwhile): the newer
+                # delivery finds the task done and deletes it.
+                self._log.info(
+                    "message_delete_refused", code=failed.get("Code"), error=failed.get("Message")
+                )
+            return
+        # Not lost either way: the message comes back and is dropped as stale.
+        self._log.warning("message_delete_abandoned", messages=len(receipts))
+
+
+class Consumer:
+    def __init__(
+        self,
+        outbox: OutboxStore,
+        sqs: SQSClient,
+        messages: Messages,
+        slots: Slots,
+        ready: asyncio.Queue[ClaimedTask],
+        registry: LeaseRegistry,
+        owner: str,
+        clock: Clock,
+        options: Callable[[], ConsumerOptions],
+        lease_s: Callable[[], float],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._sqs = sqs
+        self._messages = messages
+        self._slots = slots
+        self._ready = ready
+        self._registry = registry
+        self._owner = owner
+        self._clock = clock
+        self._options = options
+        self._lease_s = lease_s
+        self._metrics = metrics
+        self._log = get_logger("consumer")
+        self._held: dict[str, WakeUp] = {}  # messages held in memory until run_at
+        self._holds: set[asyncio.Task[None]] = set()
+        self.claimed_total = 0
+        self.receiving = asyncio.Event()  # set once a receive call went out (tests await it)
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self._options().pollers):
+                    group.create_task(self._poll())
+        finally:
+            for hold in list(self._holds):
+                hold.cancel()
+            # Held messages go back to the queue at once for whoever runs next.
+            held = list(self._held)
+            self._held.clear()
+            if held:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._messages.set_visibility(held, 0))
+
+    async def _poll(self) -> None:
+        backoff = 0.0
+        while True:
+            free = await self._slots.wait_free()
+            want = min(free, SQS_BATCH)
+            self._slots.take(want)  # reserved: other pollers see only what is left
+            kept = 0
+            try:
+                received = await self._receive(want)
+                backoff = 0.0
+                kept = await self.handle(received)
+            except (*AWS_ERRORS, *DB_ERRORS) as exc:
+                backoff = min(max(backoff * 2, 0.2), 10.0)
+                self._log.warning(
+                    "receive_failed",
+                    error=f"{type(exc).__name__} {error_code(exc)}: {exc}",
+                    retry_in_s=backoff,
+                )
+                await self._clock.sleep(backoff)
+            finally:
+                self._slots.give(want - kept)
+
+    async def _receive(self, want: int) -> list[MessageTypeDef]:
+        options = self._options()
+        self.receiving.set()
+        answer = await self._sqs.receive_message(
+            QueueUrl=options.queue_url,
+            MaxNumberOfMessages=want,
+            WaitTimeSeconds=options.wait_time_s,
+            VisibilityTimeout=options.visibility_timeout_s,
+        )
+        return list(answer.get("Messages", []))
+
+    async def handle(self, received: Sequence[MessageTypeDef]) -> int:
+        """Claim, hold or drop received messages; returns how many reserved slots they keep
+        (claimed tasks, and messages held in memory until run_at)."""
+        wakeups: list[WakeUp] = []
+        for message in received:
+            receipt = message.get("ReceiptHandle", "")
+            body = message.get("Body", "")
+            try:
+                task_id, series = parse_body(body)
+            except MalformedMessage as exc:
+                self._log.error(
+                    "message_malformed",
+                    error=str(exc),
+                    message_id=message.get("MessageId"),
+                    body=body[:BODY_LOG_LIMIT],
+                )
+                self._count("malformed")
+                self._messages.discard(receipt)
+                continue
+            wakeups.append(WakeUp(receipt, task_id, series))
+        return await self.dispatch(wakeups) if wakeups else 0
+
+    async def dispatch(self, wakeups: Sequence[WakeUp]) -> int:
+        """Claim the tasks of parsed messages, hold early ones, drop stale ones; returns how
+        many reserved slots they keep."""
+        # One claim per task (duplicates in one batch: the others are spent).
+        first: dict[uuid.UUID, WakeUp] = {}
+        for w in wakeups:
+            first.setdefault(w.task_id, w)
+        claimed = await self._outbox.claim_messages(
+            self._owner, [(w.task_id, w.series) for w in first.values()], self._lease_s()
+        )
+        for task in claimed:
+            self._registry.add(task)
+            self._messages.track(task.id, first[task.id].receipt)
+            self._ready.put_nowait(task)
+            self._log.debug("task_claimed", task_id=str(task.id), attempt=task.attempt)
+        if claimed:
+            self.claimed_total += len(claimed)
+            self._count("claimed", len(claimed))
+            if self._metrics is not None:
+                self._metrics.claimed(claimed)
+        claimed_ids = {t.id for t in claimed}
+        rest = [w for w in wakeups if w.task_id not in claimed_ids or first[w.task_id] is not w]
+        if not rest:
+            return len(claimed)
+        states = await self._outbox.message_tasks([w.task_id for w in rest])
+        held_here = 0
+        later: list[tuple[WakeUp, float]] = []
+        for w in rest:
+            state = states.get(w.task_id)
+            current = (
+                state is not None
+                and state.status is TaskStatus.SCHEDULED
+                and state.version == w.series
+                and first[w.task_id] is w
+            )
+            if not current or state is None:
+                self._count("stale")
+                self._messages.discard(w.receipt)
+            elif state.due_in_s <= HOLD_IN_PROCESS_S:
+                held_here += 1
+                self._hold(w, state.due_in_s)
+            else:
+                later.append((w, state.due_in_s))
+        for w, due_in_s in later:
+            self._count("held")
+            seconds = min(max(math.floor(due_in_s - 1.0), 1), MAX_VISIBILITY_S)
+            await self._messages.set_visibility([w.receipt], seconds)
+        return len(claimed) + held_here
+
+    def _hold(self, wakeup: WakeUp, due_in_s: float) -> None:
+        """Keep the message (and its reserved slot) until run_at, then claim it."""
+        self._count("held")
+        self._held[wakeup.receipt] = wakeup
+
+        async def claim_when_due() -> None:
+            kept = 0
+            try:
+                await self._clock.sleep(max(due_in_s, 0.0))
+                if self._held.pop(wakeup.receipt, None) is None:
+                    return
+                kept = await self.dispatch([wakeup])
+            except (*AWS_ERRORS, *DB_ERRORS) as exc:
+                # Not lost: the message becomes visible again after its timeout.
+                self._log.warning("held_claim_failed", task_id=str(wakeup.task_id), error=str(exc))
+            finally:
+                self._slots.give(1 - kept)
+
+        task = asyncio.ensure_future(claim_when_due())
+        self._holds.add(task)
+        task.add_done_callback(self._holds.discard)
+
+    def _count(self, result: str, n: int = 1) -> None:
+        if self._metrics is not None:
+            self._metrics.sqs_messages.labels(result).inc(n)

@@ -1,0 +1,140 @@
+"""The eventbridge backend's side of PostgreSQL: the outbox the publisher drains and the claims
+the SQS consumer makes for received messages."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
+from scheduler_daemon.store import queries
+from scheduler_daemon.store.postgres import claimed_tasks
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A task whose wake-up is to be published, or whose schedule is to be deleted."""
+
+    task_id: uuid.UUID
+    status: TaskStatus
+    run_at: datetime
+    due_in_s: float  # on the database's clock
+    version: int  # wake_version
+    published_version: int
+    schedule: str | None  # an at() schedule that may exist for the task
+
+    @property
+    def needs_publishing(self) -> bool:
+        return self.status is TaskStatus.SCHEDULED and self.published_version != self.version
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What AWS accepted for one row: the version now published (None: unchanged) and the
+    schedule that exists for the task afterwards (None: none)."""
+
+    task_id: uuid.UUID
+    version: int | None
+    schedule: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTask:
+    """The state of a received message's task, when it was not claimed."""
+
+    status: TaskStatus
+    version: int
+    due_in_s: float
+
+
+class OutboxBatch:
+    """Rows picked by one publisher pass; their locks are held until the pass ends."""
+
+    def __init__(self, conn: asyncpg.pool.PoolConnectionProxy, rows: list[OutboxRow]) -> None:
+        self._conn = conn
+        self.rows = rows
+
+    async def mark(self, published: Sequence[Published]) -> None:
+        if not published:
+            return
+        await self._conn.execute(
+            queries.MARK_PUBLISHED,
+            [p.task_id for p in published],
+            [p.version for p in published],
+            [p.schedule for p in published],
+        )
+
+
+class DeletionBatch:
+    def __init__(self, conn: asyncpg.pool.PoolConnectionProxy, names: list[str]) -> None:
+        self._conn = conn
+        self.names = names
+
+    async def done(self, names: Sequence[str]) -> None:
+        if names:
+            await self._conn.execute(queries.DELETE_SCHEDULE_DELETIONS, list(names))
+
+
+class OutboxStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def batch(self, limit: int) -> AsyncIterator[OutboxBatch]:
+        """Pick up to ``limit`` outbox rows in a transaction that commits on exit."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(queries.PICK_OUTBOX, limit)
+            yield OutboxBatch(
+                conn,
+                [
+                    OutboxRow(
+                        task_id=r["id"],
+                        status=TaskStatus(r["status"]),
+                        run_at=r["run_at"],
+                        due_in_s=r["due_in_s"],
+                        version=r["wake_version"],
+                        published_version=r["published_version"],
+                        schedule=r["aws_schedule"],
+                    )
+                    for r in rows
+                ],
+            )
+
+    @asynccontextmanager
+    async def deletions(self, limit: int) -> AsyncIterator[DeletionBatch]:
+        """Schedules of deleted tasks, locked until the batch ends."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(queries.PICK_SCHEDULE_DELETIONS, limit)
+            yield DeletionBatch(conn, [r["name"] for r in rows])
+
+    async def count_pending(self) -> int:
+        value: int = await self.pool.fetchval(queries.COUNT_OUTBOX)
+        return value
+
+    async def republish_stale(self, older_than_s: float, limit: int) -> list[uuid.UUID]:
+        rows = await self.pool.fetch(queries.REPUBLISH_STALE, older_than_s, limit)
+        return [r["id"] for r in rows]
+
+    async def claim_messages(
+        self, owner: str, messages: Sequence[tuple[uuid.UUID, int]], lease_s: float
+    ) -> list[ClaimedTask]:
+        rows = await self.pool.fetch(
+            queries.CLAIM_MESSAGES,
+            [task_id for task_id, _ in messages],
+            [version for _, version in messages],
+            owner,
+            lease_s,
+        )
+        return claimed_tasks(rows)
+
+    async def message_tasks(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MessageTask]:
+        rows = await self.pool.fetch(queries.MESSAGE_TASKS, list(ids))
+        return {
+            r["id"]: MessageTask(TaskStatus(r["status"]), r["wake_version"], r["due_in_s"])
+            for r in rows
+        }
