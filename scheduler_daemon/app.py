@@ -32,13 +32,16 @@ from scheduler_daemon.engine.discovery import Discovery
 from scheduler_daemon.engine.executor import Executor
 from scheduler_daemon.engine.expander import Expander
 from scheduler_daemon.engine.leases import Heartbeat, LeaseRegistry, Rescuer
+from scheduler_daemon.engine.pruner import Pruner
 from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.engine.supervisor import Supervisor
+from scheduler_daemon.engine.watchdog import Watchdog
 from scheduler_daemon.handlers import load_handlers
 from scheduler_daemon.health import Health
-from scheduler_daemon.logs import get_logger
+from scheduler_daemon.logs import configure_logging, get_logger
 from scheduler_daemon.metrics import Metrics
-from scheduler_daemon.settings import Settings
+from scheduler_daemon.reload import Reloader, ReloadOutcome, describe
+from scheduler_daemon.settings import RetrySettings, Settings, load_settings
 from scheduler_daemon.store.embedded import start_embedded
 from scheduler_daemon.store.listener import NotificationListener
 from scheduler_daemon.store.outbox import OutboxStore
@@ -48,16 +51,24 @@ from scheduler_daemon.store.postgres import (
     create_pool,
     migrate_database,
 )
+from scheduler_daemon.store.retention import RetentionStore
 from scheduler_daemon.store.schedules import ScheduleStore
 
 log = get_logger("daemon")
 
 
-def build_actions(settings: Settings | None = None) -> ActionRegistry:
+def build_actions(
+    settings: Settings | None = None, live: Callable[[], Settings] | None = None
+) -> ActionRegistry:
     """The built-in actions, plus (given settings) the Python handlers of
-    ``handlers.modules`` and of the ``scheduler_daemon.handlers`` entry points."""
+    ``handlers.modules`` and of the ``scheduler_daemon.handlers`` entry points. ``live``: the
+    settings after reloads (the webhook options follow them)."""
     registry = ActionRegistry()
-    registry.register(WebhookAction(None if settings is None else _webhook_options(settings)))
+    webhook_options = None
+    if settings is not None:
+        webhook_options = _webhook_options(live or (lambda: settings))
+        webhook_options()  # a bad webhook.signing_secrets stops the daemon at start
+    registry.register(WebhookAction(webhook_options))
     registry.register(
         SqsAction(
             None
@@ -73,16 +84,37 @@ def build_actions(settings: Settings | None = None) -> ActionRegistry:
     return registry
 
 
-def _webhook_options(settings: Settings) -> Callable[[], WebhookOptions]:
-    w = settings.webhook
-    options = WebhookOptions(
-        guard=GuardPolicy(
-            allow_private_networks=w.allow_private_networks,
-            allow_hosts=frozenset(h.lower() for h in w.allow_hosts),
-        ),
-        follow_redirects=w.follow_redirects,
-    )
-    return lambda: options
+def _webhook_options(settings: Callable[[], Settings]) -> Callable[[], WebhookOptions]:
+    """The webhook options of the live settings, rebuilt when a reload replaced them."""
+    last: list[tuple[Settings, WebhookOptions]] = []
+
+    def current() -> WebhookOptions:
+        s = settings()
+        if last and last[0][0] is s:
+            return last[0][1]
+        w = s.webhook
+        try:
+            options = WebhookOptions(
+                guard=GuardPolicy(
+                    allow_private_networks=w.allow_private_networks,
+                    allow_hosts=frozenset(h.lower() for h in w.allow_hosts),
+                ),
+                follow_redirects=w.follow_redirects,
+                signing_secrets=[x.get_secret_value() for x in w.signing_secrets],
+                redact_headers=s.log.redact_headers,
+                max_response_bytes=w.max_response_bytes,
+            )
+        except ValueError as exc:  # names the key, never the secret
+            if not last:
+                raise
+            log.error(
+                "webhook_options_rejected", error=str(exc), kept="the previous webhook options"
+            )
+            options = last[0][1]
+        last[:] = [(s, options)]
+        return options
+
+    return current
 
 
 def default_actions() -> ActionRegistry:
@@ -114,11 +146,36 @@ async def open_database(settings: Settings) -> Database:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        config_file: str | None = None,
+    ) -> None:
         self.clock = clock or SystemClock()
+        self.reloader = Reloader(settings, self.clock.now, lambda: load_settings(config_file))
         self.owner = make_owner_id()
         self._stop = asyncio.Event()
+
+    @property
+    def settings(self) -> Settings:
+        """The live settings (replaced by each applied SIGHUP reload)."""
+        return self.reloader.settings
+
+    def reload(self) -> ReloadOutcome:
+        """Re-read the config file and the environment (SIGHUP)."""
+        outcome = self.reloader.reload()
+        if outcome.result == "rejected":
+            log.error("config_reload_rejected", error=outcome.error, kept="the previous config")
+        else:
+            log.info("config_reloaded", **describe(outcome))
+        if outcome.restart_required:
+            log.warning(
+                "config_restart_required",
+                keys=outcome.restart_required,
+                reason="these keys apply only at start; the running values are kept",
+            )
+        return outcome
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -127,7 +184,7 @@ class Daemon:
         settings = self.settings
         # Handlers first: a module that does not import stops the daemon before it touches
         # the database.
-        actions = build_actions(settings)
+        actions = build_actions(settings, live=lambda: self.settings)
         db = await open_database(settings)
         try:
             pool = await create_pool(db.dsn, settings.database.pool_size)
@@ -163,7 +220,7 @@ class Daemon:
         results: asyncio.Queue[AttemptResult] = asyncio.Queue()
         slots = Slots(s.executor.concurrency)
         registry = LeaseRegistry(clock)
-        backoff = Backoff(s.retry.base_s, s.retry.cap_s, s.retry.jitter)
+        backoff = _backoff(lambda: self.settings.retry)
         metrics = Metrics()
         metrics.track_slots(lambda: slots.in_use, lambda: slots.capacity)
         metrics.track_pool(lambda: store.pool.get_size() - store.pool.get_idle_size())
@@ -176,18 +233,18 @@ class Daemon:
             registry,
             self.owner,
             clock,
-            batch_size=lambda: s.discovery.batch_size,
-            poll_interval_s=lambda: s.discovery.poll_interval_s,
-            lease_s=lambda: s.executor.lease_s,
+            batch_size=lambda: self.settings.discovery.batch_size,
+            poll_interval_s=lambda: self.settings.discovery.poll_interval_s,
+            lease_s=lambda: self.settings.executor.lease_s,
             metrics=metrics,
         )
         schedules = ScheduleStore(store.pool)
         expander = Expander(
             schedules,
             clock,
-            horizon_s=lambda: s.expander.horizon_s,
-            batch_size=lambda: s.expander.batch_size,
-            poll_interval_s=lambda: s.expander.poll_interval_s,
+            horizon_s=lambda: self.settings.expander.horizon_s,
+            batch_size=lambda: self.settings.expander.batch_size,
+            poll_interval_s=lambda: self.settings.expander.poll_interval_s,
         )
         executor = Executor(
             actions,
@@ -196,7 +253,7 @@ class Daemon:
             slots,
             registry,
             clock,
-            lambda: backoff,
+            backoff,
             handler_pool.transaction,
         )
         aws: EventBridgeBackend | None = None
@@ -235,17 +292,50 @@ class Daemon:
             registry,
             self.owner,
             clock,
-            lease_s=lambda: s.executor.lease_s,
-            interval_s=lambda: s.executor.heartbeat_interval_s,
+            lease_s=lambda: self.settings.executor.lease_s,
+            interval_s=lambda: self.settings.executor.heartbeat_interval_s,
         )
         rescuer = Rescuer(
-            store, clock, interval_s=lambda: max(s.executor.lease_s / 4, 0.5), metrics=metrics
+            store,
+            clock,
+            interval_s=lambda: max(self.settings.executor.lease_s / 4, 0.5),
+            metrics=metrics,
         )
 
+        pruner = Pruner(
+            RetentionStore(store.pool), clock, lambda: self.settings.retention, metrics=metrics
+        )
         supervisor = Supervisor(clock)
-        health = Health(store, listener.connected.is_set, supervisor.unhealthy)
+        watchdog = Watchdog(clock, lambda: self.settings.watchdog)
+        metrics.event_loop_lag.set_function(lambda: watchdog.lag_s)
+        self._watch(
+            watchdog, slots, results, discovery, expander, completer, heartbeat, rescuer, aws
+        )
+        health = Health(
+            store,
+            listener.connected.is_set,
+            lambda: [*supervisor.unhealthy(), *watchdog.problems()],
+        )
+        self.reloader.on_result = lambda result: metrics.config_reloads.labels(result).inc()
+
+        def apply(old: Settings, new: Settings) -> None:
+            if new.log != old.log:
+                configure_logging(new.log)
+            if new.executor.concurrency != old.executor.concurrency:
+                slots.resize(new.executor.concurrency)
+                executor.resize()
+
+        self.reloader.subscribe(apply)
         app = create_app(
-            ApiContext(store, actions, health, lambda: self.settings, schedules), metrics
+            ApiContext(
+                store,
+                actions,
+                health,
+                lambda: self.settings,
+                schedules,
+                config_loaded_at=lambda: self.reloader.loaded_at,
+            ),
+            metrics,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -264,6 +354,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             async with supervisor:
                 supervisor.start("listener", listener.run)
@@ -278,6 +369,8 @@ class Daemon:
                     supervisor.start("sqs_messages", aws.messages.run)
                     supervisor.start("consumer", aws.consumer.run)
                 supervisor.start("expander", expander.run)
+                supervisor.start("watchdog", watchdog.run)
+                supervisor.start("pruner", pruner.run)
                 # Ready once the LISTEN connection is up (or a stop came first).
                 await _first(listener.connected.wait(), self._stop.wait())
                 health.started = True
@@ -306,10 +399,48 @@ class Daemon:
                     await supervisor.stop("sqs_messages")
                     await supervisor.stop("publisher")
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await runner.cleanup()
             await actions.close()
+
+    def _watch(
+        self,
+        watchdog: Watchdog,
+        slots: Slots,
+        results: asyncio.Queue[AttemptResult],
+        discovery: Discovery,
+        expander: Expander,
+        completer: Completer,
+        heartbeat: Heartbeat,
+        rescuer: Rescuer,
+        aws: EventBridgeBackend | None,
+    ) -> None:
+        """Each loop reports its progress to the watchdog; each may be quiet for its own
+        interval, and the ones that wait for slots or results only while there are some."""
+        cfg = self.reloader
+        has_slots = lambda: slots.free > 0  # noqa: E731
+        if aws is None:
+            discovery.report_progress = watchdog.reporter(
+                "discovery", lambda: cfg().discovery.poll_interval_s, busy=has_slots
+            )
+        else:
+            aws.publisher.report_progress = watchdog.reporter(
+                "publisher", lambda: cfg().discovery.poll_interval_s + 30.0
+            )
+            aws.consumer.report_progress = watchdog.reporter(
+                "consumer", lambda: float(cfg().sqs.wait_time_s), busy=has_slots
+            )
+        expander.report_progress = watchdog.reporter(
+            "expander", lambda: cfg().expander.poll_interval_s
+        )
+        completer.report_progress = watchdog.reporter("completer", busy=lambda: not results.empty())
+        heartbeat.report_progress = watchdog.reporter(
+            "heartbeat", lambda: cfg().executor.heartbeat_interval_s
+        )
+        rescuer.report_progress = watchdog.reporter(
+            "rescuer", lambda: max(cfg().executor.lease_s / 4, 0.5)
+        )
 
     async def _release(self, store: PostgresStore, registry: LeaseRegistry) -> list[uuid.UUID]:
         """Tasks claimed but not finished go back to scheduled, the attempt not counted."""
@@ -326,6 +457,20 @@ class Daemon:
             log.info("task_released", task_id=str(task_id))
             registry.discard(task_id)
         return list(released)
+
+
+def _backoff(retry: Callable[[], RetrySettings]) -> Callable[[], Backoff]:
+    """The retry backoff of the live settings (rebuilt when a reload changed them)."""
+    cache: dict[RetrySettings, Backoff] = {}
+
+    def current() -> Backoff:
+        r = retry()
+        if r not in cache:
+            cache.clear()
+            cache[r] = Backoff(r.base_s, r.cap_s, r.jitter)
+        return cache[r]
+
+    return current
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:

@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "migrate":
             return _run(_migrate(settings))
-        return _run(Daemon(settings).run())
+        return _run(Daemon(settings, config_file=args.config).run())
     except (EmbeddedUnavailable, HandlerLoadError) as exc:
         print(str(exc), file=sys.stderr)
         return 1

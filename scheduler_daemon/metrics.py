@@ -133,6 +133,22 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.tasks_pruned = Counter(
+            "scheduler_tasks_pruned",
+            "Finished tasks deleted by retention (archived first with retention.archive)",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "scheduler_config_reloads",
+            "SIGHUP config reloads, by result (applied, unchanged, rejected)",
+            ["result"],
+            registry=r,
+        )
+        self.event_loop_lag = Gauge(
+            "scheduler_event_loop_lag_seconds",
+            "Event-loop lag measured by the watchdog's last check",
+            registry=r,
+        )
         self.build_info = Gauge(
             "scheduler_build_info", "Always 1; the version is a label", ["version"], registry=r
         )
@@ -178,6 +194,9 @@ class Metrics:
     def lost(self, action: str, queue: str) -> None:
         """An attempt whose lease expired (its daemon died), recorded by the rescuer."""
         self.tasks_finished.labels(action, queue, "lost").inc()
+
+    def pruned(self, count: int) -> None:
+        self.tasks_pruned.inc(count)
 
     def http_request(self, route: str, status: int, duration_s: float) -> None:
         self.http_requests.labels(route, str(status)).inc()

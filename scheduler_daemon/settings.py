@@ -10,13 +10,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from scheduler_daemon.actions.signing import parse_secret
 
 CONFIG_ENV = "SCHEDULER_CONFIG"
 ENV_PREFIX = "SCHEDULER_"
@@ -140,6 +150,18 @@ class WebhookSettings(Section):
     allow_private_networks: bool = False
     allow_hosts: list[str] = Field(default_factory=list)
     follow_redirects: bool = False
+    # Standard Webhooks signing secrets ("whsec_" + base64). Every request is signed with each
+    # (two during a rotation); empty: requests are signed only when the task names a secret.
+    signing_secrets: list[SecretStr] = Field(default_factory=list, max_length=2)
+    # Most response-body bytes read (and, cut to 8 KiB, stored as the attempt's output).
+    max_response_bytes: int = Field(default=65_536, ge=0, le=10_485_760)
+
+    @field_validator("signing_secrets")
+    @classmethod
+    def _whsec(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for i, secret in enumerate(value):
+            parse_secret(secret.get_secret_value(), f"webhook.signing_secrets[{i}]")
+        return value
 
 
 class HandlersSettings(Section):
@@ -151,6 +173,35 @@ class HandlersSettings(Section):
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+    # Header values never written to logs or stored attempt output (names, any case).
+    redact_headers: list[str] = Field(
+        default_factory=lambda: [
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "set-cookie",
+            "x-api-key",
+            "x-auth-token",
+        ]
+    )
+
+
+class RetentionSettings(Section):
+    # Finished tasks (with their attempts) are deleted this many days after they finished.
+    completed_days: float = Field(default=7.0, gt=0, description="completed and cancelled")
+    failed_days: float = Field(default=30.0, gt=0)
+    # Copy tasks and attempts to the archive tables before deleting them.
+    archive: bool = False
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    interval_s: float = Field(default=60.0, gt=0, le=86_400)
+
+
+class WatchdogSettings(Section):
+    # Event-loop lag above this makes /readyz answer 503.
+    max_loop_lag_s: float = Field(default=1.0, gt=0)
+    # A component that reported no progress for this long is stalled (/readyz 503).
+    stall_after_s: float = Field(default=120.0, gt=0)
+    interval_s: float = Field(default=0.5, gt=0, le=60)
 
 
 class SchedulingSettings(Section):
@@ -219,6 +270,8 @@ class Settings(BaseSettings):
     aws: AwsSettings = AwsSettings()
     sqs: SqsSettings = SqsSettings()
     eventbridge: EventBridgeSettings = EventBridgeSettings()
+    retention: RetentionSettings = RetentionSettings()
+    watchdog: WatchdogSettings = WatchdogSettings()
 
     @model_validator(mode="after")
     def _backend_complete(self) -> Settings:
@@ -298,6 +351,7 @@ def masked(settings: Settings) -> dict[str, Any]:
     data["executor"]["heartbeat_s"] = settings.executor.heartbeat_interval_s  # effective value
     for token in data["http"]["tokens"]:
         token["token"] = "***"
+    data["webhook"]["signing_secrets"] = ["***" for _ in settings.webhook.signing_secrets]
     return data
 
 

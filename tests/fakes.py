@@ -105,6 +105,10 @@ class FakeClock:
                 self._changed.clear()
                 await self._changed.wait()
 
+    def jump(self, seconds: float) -> None:
+        """Move time forward without waking anyone: a blocked or starved event loop."""
+        self._now_ns += _to_ns(seconds)
+
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, waking sleepers in deadline order.
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Callable
+import json
+import time
+import traceback
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import aiohttp
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from multidict import CIMultiDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    field_validator,
+    model_validator,
+)
 from yarl import URL
 
 from scheduler_daemon.actions.base import ActionContext, ActionResult
@@ -19,13 +31,23 @@ from scheduler_daemon.actions.guard import (
     GuardPolicy,
     check_literal,
 )
+from scheduler_daemon.actions.redact import Redactor, header_secrets, redact_url, url_secrets
+from scheduler_daemon.actions.signing import (
+    SECRET_PREFIX,
+    SIGNING_HEADERS,
+    InvalidSecret,
+    parse_secret,
+    signing_headers,
+)
 
 OUTPUT_LIMIT = 8192
 RETRYABLE_STATUSES = frozenset({408, 429})
 
 
 class WebhookPayload(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # hide_input_in_errors: a ValidationError's text (e.g. the executor's "cannot run action")
+    # never repeats the URL, the headers or the signing secret.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
     url: HttpUrl
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "POST"
@@ -34,6 +56,15 @@ class WebhookPayload(BaseModel):
         default=None, validation_alias=AliasChoices("json", "data"), serialization_alias="json"
     )
     body: str | None = Field(default=None, max_length=1_000_000)
+    # A Standard Webhooks secret ("whsec_" + base64) for this task; replaces the global ones.
+    signing_secret: str | None = Field(default=None, repr=False)
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _valid_secret(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_secret(value, "signing_secret")  # InvalidSecret names the field, not the value
+        return value
 
     @model_validator(mode="after")
     def _one_body(self) -> WebhookPayload:
@@ -41,6 +72,14 @@ class WebhookPayload(BaseModel):
             raise ValueError("give either json (or data) or body, not both")
         if self.url.scheme not in ("http", "https"):
             raise ValueError("url must be http or https")
+        if (self.url.username or self.url.password) and any(
+            name.lower() == "authorization" for name in self.headers
+        ):
+            # aiohttp refuses to send both; say so now rather than at every attempt.
+            raise ValueError(
+                "give credentials either in the url (user:password@) or in an Authorization "
+                "header, not both"
+            )
         return self
 
 
@@ -75,18 +114,58 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
 
 
+DEFAULT_REDACT_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
+)
+MAX_SIGNING_SECRETS = 2
+READ_CHUNK = 65536
+
+
 @dataclass(frozen=True, slots=True)
 class WebhookOptions:
     guard: GuardPolicy = field(default_factory=GuardPolicy)
     follow_redirects: bool = False
+    # Standard Webhooks secrets ("whsec_" + base64): every request is signed with each.
+    signing_secrets: Sequence[str] = field(default=(), repr=False)
+    # Header names (any case) whose values never reach logs or attempt output and errors.
+    redact_headers: Collection[str] = DEFAULT_REDACT_HEADERS
+    # Most response-body bytes read; the first OUTPUT_LIMIT of them are the attempt's output.
+    max_response_bytes: int = 65536
+    signing_keys: tuple[bytes, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.signing_secrets, str):
+            raise TypeError("webhook.signing_secrets must be a list of secrets, not one string")
+        if len(self.signing_secrets) > MAX_SIGNING_SECRETS:
+            raise ValueError(
+                "webhook.signing_secrets: at most two secrets (the current one and, during a "
+                "rotation, the next)"
+            )
+        if self.max_response_bytes < 0:
+            raise ValueError("webhook.max_response_bytes must not be negative")
+        keys = tuple(
+            parse_secret(secret, f"webhook.signing_secrets[{i}]")
+            for i, secret in enumerate(self.signing_secrets)
+        )
+        object.__setattr__(self, "signing_secrets", tuple(self.signing_secrets))
+        object.__setattr__(
+            self, "redact_headers", frozenset(h.lower() for h in self.redact_headers)
+        )
+        object.__setattr__(self, "signing_keys", keys)
 
 
 class WebhookAction:
     name: ClassVar[str] = "webhook"
     payload_model: ClassVar[type[BaseModel]] = WebhookPayload
 
-    def __init__(self, options: Callable[[], WebhookOptions] | None = None) -> None:
+    def __init__(
+        self,
+        options: Callable[[], WebhookOptions] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._options = options or WebhookOptions
+        self._clock = clock  # Unix seconds, for webhook-timestamp
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -111,16 +190,34 @@ class WebhookAction:
         options = self._options()
         method = payload.method
         url = URL(str(payload.url))
-        kwargs: dict[str, Any] = {"headers": payload.headers, "allow_redirects": False}
-        if payload.json_body is not None:
-            kwargs["json"] = payload.json_body
-        elif payload.body is not None:
-            kwargs["data"] = payload.body
+        secrets = [*url_secrets(url), *header_secrets(payload.headers, options.redact_headers)]
+        for secret in (*options.signing_secrets, payload.signing_secret):
+            if secret:
+                secrets += [secret, secret.removeprefix(SECRET_PREFIX)]
+        redact = Redactor(secrets)
         try:
+            if payload.signing_secret is not None:  # the task's own secret replaces the global
+                keys: tuple[bytes, ...] = (parse_secret(payload.signing_secret),)
+            else:
+                keys = options.signing_keys
+            body, content_type = _body(payload)
+            msg_id = f"msg_{ctx.task_id}"  # the same for every attempt of the task
             for _hop in range(MAX_REDIRECTS + 1):
                 # Every hop is checked: IP literals here, names by the resolver.
                 check_literal(url.host or "", options.guard)
-                async with self._session.request(method, url, **kwargs) as resp:
+                headers = CIMultiDict(payload.headers)
+                if keys:
+                    for name in SIGNING_HEADERS:
+                        headers.popall(name, None)
+                    # Signed over the exact bytes sent, at each hop (a 303 drops the body).
+                    signed = signing_headers(keys, msg_id, int(self._clock()), body or b"")
+                    headers.update(signed)
+                data = (
+                    None if body is None else aiohttp.BytesPayload(body, content_type=content_type)
+                )
+                async with self._session.request(
+                    method, url, headers=headers, data=data, allow_redirects=False
+                ) as resp:
                     location = resp.headers.get("Location")
                     if resp.status in REDIRECTS and location and options.follow_redirects:
                         url = url.join(URL(location))
@@ -130,26 +227,71 @@ class WebhookAction:
                             )
                         if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                             method = "GET"
-                            kwargs.pop("json", None)
-                            kwargs.pop("data", None)
+                            body = None
                         continue
-                    return await _outcome(resp, method, url)
+                    ctx.log.debug(
+                        "webhook_response",
+                        method=method,
+                        url=redact_url(url),
+                        status=resp.status,
+                        signed=bool(keys),
+                    )
+                    return await _outcome(resp, method, url, options.max_response_bytes, redact)
             return ActionResult.failure(f"more than {MAX_REDIRECTS} redirects", retryable=False)
-        except BlockedTarget as exc:
+        except InvalidSecret as exc:  # names the field, never the secret
             return ActionResult.failure(str(exc), retryable=False)
+        except BlockedTarget as exc:
+            return ActionResult.failure(redact(str(exc)), retryable=False)
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedTarget):
-                return ActionResult.failure(str(exc.os_error), retryable=False)
-            return ActionResult.failure(f"{type(exc).__name__}: {exc}", retryable=True)
+                return ActionResult.failure(redact(str(exc.os_error)), retryable=False)
+            return ActionResult.failure(redact(f"{type(exc).__name__}: {exc}"), retryable=True)
         except aiohttp.InvalidURL as exc:
-            return ActionResult.failure(f"invalid target URL: {exc}", retryable=False)
+            return ActionResult.failure(redact(f"invalid target URL: {exc}"), retryable=False)
         except aiohttp.ClientError as exc:
-            return ActionResult.failure(f"{type(exc).__name__}: {exc}", retryable=True)
+            # e.g. ClientResponseError, whose text holds the full URL: redacted.
+            return ActionResult.failure(redact(f"{type(exc).__name__}: {exc}"), retryable=True)
+        except Exception as exc:
+            # Not left to the executor, which would log the message and traceback as they are.
+            error = redact(f"{type(exc).__name__}: {exc}")
+            ctx.log.error(
+                "webhook_crashed",
+                error=error,
+                traceback=redact("".join(traceback.format_exception(exc))),
+            )
+            return ActionResult.failure(error, retryable=True)
 
 
-async def _outcome(resp: aiohttp.ClientResponse, method: str, url: URL) -> ActionResult:
-    raw = await resp.content.read(OUTPUT_LIMIT)
-    text = raw.decode("utf-8", errors="replace")
+def _body(payload: WebhookPayload) -> tuple[bytes | None, str]:
+    """The request body as the bytes sent (and signed), with its default Content-Type (a
+    Content-Type in the payload's headers wins, as before)."""
+    if payload.json_body is not None:
+        return json.dumps(payload.json_body).encode(), "application/json"
+    if payload.body is not None:
+        return payload.body.encode(), "text/plain; charset=utf-8"
+    return None, "application/octet-stream"
+
+
+async def _read_body(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """At most ``limit`` bytes of the response body."""
+    chunks: list[bytes] = []
+    remaining = limit
+    while remaining > 0:
+        chunk = await resp.content.read(min(remaining, READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+async def _outcome(
+    resp: aiohttp.ClientResponse, method: str, url: URL, read_limit: int, redact: Redactor
+) -> ActionResult:
+    raw = await _read_body(resp, read_limit)
+    # A receiver may echo the request (its URL, an Authorization header): redacted. The
+    # output holds no response headers, so a Set-Cookie never reaches it.
+    text = redact(raw[:OUTPUT_LIMIT].decode("utf-8", errors="replace"))
     ok, retryable = classify(resp.status)
     output = f"HTTP {resp.status}\n{text}"
     if ok:

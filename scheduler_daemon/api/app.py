@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from scheduler_daemon.api import dead_letters, docs, health, openapi, schedules, tasks
+from scheduler_daemon.api import admin, dead_letters, docs, health, openapi, schedules, tasks
 from scheduler_daemon.api.auth import auth_middleware
 from scheduler_daemon.api.context import CONTEXT, ApiContext
 from scheduler_daemon.api.metrics import METRICS, http_metrics_middleware
@@ -19,6 +19,7 @@ def all_routes() -> list[Route]:
         *tasks.ROUTES,
         *schedules.ROUTES,
         *dead_letters.ROUTES,
+        *admin.ROUTES,
         *health.ROUTES,
         *METRICS_ROUTES,
         *openapi.ROUTES,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from aiohttp import web
@@ -25,6 +26,7 @@ class ApiContext:
     readiness: ReadinessCheck
     settings: Callable[[], Settings]  # read per request: reloadable
     schedules: ScheduleStore | None = None
+    config_loaded_at: Callable[[], datetime] | None = None  # when the settings were loaded
 
 
 CONTEXT = web.AppKey("context", ApiContext)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -52,12 +53,24 @@ _TASKS_JSON = TypeAdapter(list[Task])
 _HIDDEN = {"request_hash"}
 
 
+# Payload fields the API never shows again once stored (a webhook's own signing secret).
+_SECRET_FIELDS = ("signing_secret",)
+
+
+def _shown(task: Task) -> Task:
+    payload = task.payload
+    if not any(k in payload for k in _SECRET_FIELDS):
+        return task
+    masked = {k: ("***" if k in _SECRET_FIELDS else v) for k, v in payload.items()}
+    return dataclasses.replace(task, payload=masked)
+
+
 def task_json(task: Task) -> bytes:
-    return _TASK_JSON.dump_json(task, exclude=_HIDDEN)
+    return _TASK_JSON.dump_json(_shown(task), exclude=_HIDDEN)
 
 
 def tasks_json(tasks: list[Task]) -> bytes:
-    return _TASKS_JSON.dump_json(tasks, exclude={"__all__": _HIDDEN})
+    return _TASKS_JSON.dump_json([_shown(t) for t in tasks], exclude={"__all__": _HIDDEN})
 
 
 def page_response(page: Page) -> web.Response:

@@ -30,6 +30,7 @@ from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
 from scheduler_daemon.engine.leases import LeaseRegistry
 from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.outbox import OutboxStore
@@ -236,6 +237,7 @@ class Consumer:
         self._holds: set[asyncio.Task[None]] = set()
         self.claimed_total = 0
         self.receiving = asyncio.Event()  # set once a receive call went out (tests await it)
+        self.report_progress = NOOP
 
     async def run(self) -> None:
         try:
@@ -261,6 +263,7 @@ class Consumer:
             kept = 0
             try:
                 received = await self._receive(want)
+                self.report_progress()
                 backoff = 0.0
                 kept = await self.handle(received)
             except (*AWS_ERRORS, *DB_ERRORS) as exc:

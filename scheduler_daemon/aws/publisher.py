@@ -22,6 +22,7 @@ import asyncpg
 
 from scheduler_daemon.aws.clients import AWS_ERRORS, error_code, is_throttling
 from scheduler_daemon.clock import Clock, wait_event
+from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.outbox import OutboxRow, OutboxStore, Published
@@ -112,6 +113,7 @@ class Publisher:
         self._calls = asyncio.Semaphore(CONCURRENT_CALLS)
         self.published_total = 0
         self.idle = asyncio.Event()  # set while the outbox is drained (tests await it)
+        self.report_progress = NOOP
 
     def notify(self, _delay_s: float | None = None) -> None:
         """Something was written that may need publishing."""
@@ -121,6 +123,7 @@ class Publisher:
         backoff = 0.0
         next_maintenance = 0.0
         while True:
+            self.report_progress()
             self._wake.clear()
             try:
                 if self._clock.monotonic() >= next_maintenance:

@@ -13,6 +13,7 @@ from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import AttemptResult, Outcome, TaskStatus
 from scheduler_daemon.engine.executor import storable_text
 from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.base import EngineStore
@@ -43,6 +44,7 @@ class Completer:
         self._clock = clock
         self._log = get_logger("completer")
         self.recorded_total = 0
+        self.report_progress = NOOP
 
     async def run(self) -> None:
         while True:
@@ -51,6 +53,7 @@ class Completer:
                 batch.append(self._results.get_nowait())
             try:
                 await self._write(batch)
+                self.report_progress()
             finally:
                 for _ in batch:
                     self._results.task_done()

@@ -11,6 +11,7 @@ from scheduler_daemon.clock import Clock, wait_event
 from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.leases import LeaseRegistry
 from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.base import EngineStore
@@ -49,6 +50,7 @@ class Discovery:
         self._log = get_logger("discovery")
         self.claimed_total = 0
         self.sleeping = asyncio.Event()  # set while it waits for due work (tests await it)
+        self.report_progress = NOOP
 
     def notify(self, delay_s: float | None) -> None:
         """A task is due in ``delay_s`` seconds (None: unknown, look now)."""
@@ -76,6 +78,7 @@ class Discovery:
     async def run(self) -> None:
         contended = _CONTENDED_MIN_S
         while True:
+            self.report_progress()
             self._target = math.inf
             shortfall = await self.claim_once()
             if shortfall == 0:

@@ -76,20 +76,38 @@ class Executor:
         self._clock = clock
         self._backoff = backoff
         self._log = get_logger("executor")
+        self._group: asyncio.TaskGroup | None = None
+        self._workers = 0
 
     async def run(self) -> None:
         """Run workers for every slot; the pool grows and shrinks with the slot capacity."""
-        workers: set[asyncio.Task[None]] = set()
+        self._workers = 0
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(self._slots.capacity):
-                    workers.add(group.create_task(self._worker()))
+                self._group = group
+                self.resize()
         finally:
-            for worker in workers:
-                worker.cancel()
+            self._group = None
+
+    def resize(self) -> None:
+        """Start workers up to the slot capacity at once; extra workers stop after their
+        current task (``executor.concurrency`` lowered by a reload)."""
+        group = self._group
+        if group is None:
+            return
+        while self._workers < self._slots.capacity:
+            self._workers += 1
+            group.create_task(self._worker())
+
+    @property
+    def workers(self) -> int:
+        return self._workers
 
     async def _worker(self) -> None:
         while True:
+            if self._workers > self._slots.capacity:
+                self._workers -= 1
+                return
             task = await self._ready.get()
             try:
                 result = await self._attempt(task)

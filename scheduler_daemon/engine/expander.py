@@ -10,6 +10,7 @@ from datetime import datetime
 
 from scheduler_daemon.clock import Clock, wait_event
 from scheduler_daemon.domain.schedules import Expansion, Schedule, plan_expansion
+from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.store.schedules import ScheduleStore
 
@@ -37,7 +38,8 @@ class Expander:
         self.passes = 0
         self.statements = 0
         self.created = 0
-        self.idle = asyncio.Event()  # set while it waits (tests await it)
+        self.idle = asyncio.Event()
+        self.report_progress = NOOP  # set while it waits (tests await it)
 
     def notify(self) -> None:
         """A schedule was created or changed: look now."""
@@ -72,6 +74,7 @@ class Expander:
 
     async def run(self) -> None:
         while True:
+            self.report_progress()
             self._wake.clear()
             await self.expand_due()
             delay = await self._store.next_expansion_in()

@@ -10,6 +10,7 @@ from typing import Any
 
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
+from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.base import EngineStore
@@ -92,6 +93,7 @@ class Heartbeat:
         self._lease_s = lease_s
         self._interval_s = interval_s
         self._log = get_logger("heartbeat")
+        self.report_progress = NOOP
 
     async def beat(self) -> set[uuid.UUID]:
         """Renew once; return the ids whose lease turned out to be lost."""
@@ -116,6 +118,7 @@ class Heartbeat:
         while True:
             await self._clock.sleep(self._interval_s())
             await self.beat()
+            self.report_progress()
 
 
 class Rescuer:
@@ -135,6 +138,7 @@ class Rescuer:
         self._interval_s = interval_s
         self._batch_size = batch_size
         self._log = get_logger("rescuer")
+        self.report_progress = NOOP
 
     async def sweep(self) -> int:
         total = 0
@@ -164,4 +168,5 @@ class Rescuer:
     async def run(self) -> None:
         while True:
             await self.sweep()
+            self.report_progress()
             await self._clock.sleep(self._interval_s())

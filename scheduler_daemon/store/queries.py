@@ -431,3 +431,78 @@ MESSAGE_TASKS = """
 SELECT id, status, wake_version, extract(epoch FROM run_at - now())::float8 AS due_in_s
 FROM tasks WHERE id = ANY($1::uuid[])
 """
+
+# -- retention: pruning finished tasks ------------------------------------------------------
+
+# Every column of tasks and of task_attempts, named, for copying rows to the archive tables
+# (which add archived_at). A migration that adds a column to either table adds it to the
+# archive table and here too; tests/integration/test_retention.py compares them.
+ARCHIVE_TASK_COLUMNS = """id, action, payload, queue, priority, status, run_at, attempts,
+    max_attempts, timeout_s, idempotency_key, metadata, lease_owner, lease_expires_at,
+    last_error, result, created_at, updated_at, started_at, finished_at, request_hash,
+    depends_on, has_dependents, series_start, schedule_id, scheduled_for, parent_task_id,
+    wake_version, published_version, published_at, aws_schedule"""
+
+ARCHIVE_ATTEMPT_COLUMNS = """task_id, number, worker, outcome, started_at, finished_at,
+    duration_ms, error, output"""
+
+# Up to $3 finished tasks past their retention window, oldest first: completed and cancelled
+# ones finished more than $1 seconds ago, failed ones more than $2 seconds ago. Each window
+# walks its own partial index (tasks_done_finished_idx, tasks_failed_finished_idx); rows other
+# transactions hold are skipped, never waited for. A task that a waiting task still depends
+# on is kept (it is deleted once its dependents have moved on).
+_PRUNE_PICK = """
+WITH done AS (
+    SELECT t.id, t.finished_at FROM tasks t
+    WHERE t.status IN ('completed', 'cancelled')
+      AND t.finished_at < now() - make_interval(secs => $1::float8)
+      AND NOT (t.has_dependents AND EXISTS (
+          SELECT 1 FROM task_dependencies d JOIN tasks w ON w.id = d.task_id
+          WHERE d.depends_on_id = t.id AND w.status = 'waiting'))
+    ORDER BY t.finished_at
+    LIMIT $3
+    FOR UPDATE OF t SKIP LOCKED
+), dead AS (
+    SELECT t.id, t.finished_at FROM tasks t
+    WHERE t.status = 'failed'
+      AND t.finished_at < now() - make_interval(secs => $2::float8)
+      AND NOT (t.has_dependents AND EXISTS (
+          SELECT 1 FROM task_dependencies d JOIN tasks w ON w.id = d.task_id
+          WHERE d.depends_on_id = t.id AND w.status = 'waiting'))
+    ORDER BY t.finished_at
+    LIMIT $3
+    FOR UPDATE OF t SKIP LOCKED
+), picked AS (
+    SELECT id FROM (SELECT * FROM done UNION ALL SELECT * FROM dead) p
+    ORDER BY finished_at
+    LIMIT $3
+), removed AS (
+    DELETE FROM tasks t USING picked WHERE t.id = picked.id
+    RETURNING t.*
+)"""
+
+# Delete one batch (attempts and dependency rows cascade; the tasks_schedule_orphaned trigger
+# queues any at() schedule left behind); returns how many tasks were deleted.
+PRUNE_TASKS = (
+    _PRUNE_PICK
+    + """
+SELECT count(*) FROM removed
+"""
+)
+
+# The same, copying the tasks and their attempts to the archive tables in the same statement.
+# Every part of one statement sees the same snapshot, so the attempts are read before the
+# cascade removes them.
+PRUNE_TASKS_ARCHIVE = (
+    _PRUNE_PICK
+    + f""", archived AS (
+    INSERT INTO tasks_archive ({ARCHIVE_TASK_COLUMNS})
+    SELECT {ARCHIVE_TASK_COLUMNS} FROM removed
+), archived_attempts AS (
+    INSERT INTO task_attempts_archive ({ARCHIVE_ATTEMPT_COLUMNS})
+    SELECT {ARCHIVE_ATTEMPT_COLUMNS} FROM task_attempts
+    WHERE task_id IN (SELECT id FROM removed)
+)
+SELECT count(*) FROM removed
+"""
+)

@@ -34,14 +34,14 @@ async def test_check_config_masks_the_database_password(tmp_path: Path) -> None:
         env={
             "SCHEDULER_EXECUTOR__LEASE_S": "6",
             "SCHEDULER_EXECUTOR__HEARTBEAT_S": "2",
-            "SCHEDULER_DATABASE__URL": "postgresql://u:secret@h/db",
+            "SCHEDULER_DATABASE__URL": "postgresql://u:pw-s3cr3t@h/db",
         },
         cwd=tmp_path,
     )
     assert result.code == 0, result
     assert '"lease_s": 6.0' in result.stdout, result.stdout
-    assert "secret" not in result.stdout, result.stdout
-    assert "secret" not in result.stderr, result.stderr
+    assert "pw-s3cr3t" not in result.stdout, result.stdout
+    assert "pw-s3cr3t" not in result.stderr, result.stderr
     config = json.loads(result.stdout)
     assert config["database"]["url"].startswith("postgresql://u:")
     assert config["database"]["url"].endswith("@h/db")

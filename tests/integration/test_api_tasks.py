@@ -324,3 +324,29 @@ async def test_unstorable_values_are_422_not_500(api: aiohttp.ClientSession) -> 
     # NaN and Infinity are not JSON.
     async with api.post("/v1/tasks", data=b'{"action": "noop", "payload": {"a": NaN}}') as resp:
         assert resp.status == 400
+
+
+async def test_a_webhook_signing_secret_is_never_shown_again(
+    api: aiohttp.ClientSession, store: PostgresStore
+) -> None:
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    status, created = await _post(
+        api,
+        "/v1/tasks",
+        {
+            "action": "webhook",
+            "payload": {"url": "https://example.com/hook", "signing_secret": secret},
+            "delay_s": 3600,
+        },
+    )
+    assert status == 201, created
+    assert created["payload"]["signing_secret"] == "***"
+    async with api.get(f"/v1/tasks/{created['id']}") as resp:
+        shown = await resp.text()
+    async with api.get("/v1/tasks") as resp:
+        listed = await resp.text()
+    assert secret not in shown
+    assert secret not in listed
+    stored = await store.get_task(uuid.UUID(created["id"]))
+    assert stored is not None
+    assert stored.payload["signing_secret"] == secret  # kept for signing

@@ -270,3 +270,10 @@ def test_unknown_backend_is_rejected_naming_the_key(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("SCHEDULER_SCHEDULING__BACKEND", "sqs")
     with pytest.raises(ConfigError, match=r"scheduling\.backend"):
         load_settings()
+
+
+def test_bad_signing_secret_is_rejected_naming_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEDULER_WEBHOOK__SIGNING_SECRETS", '["whsec_not-base64!"]')
+    with pytest.raises(ConfigError, match=r"webhook\.signing_secrets") as exc:
+        load_settings()
+    assert "not-base64" not in str(exc.value)
