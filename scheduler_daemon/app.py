@@ -21,6 +21,7 @@ from scheduler_daemon.actions.guard import GuardPolicy
 from scheduler_daemon.actions.simple import LogAction, NoopAction
 from scheduler_daemon.actions.sqs import SqsAction, SqsOptions
 from scheduler_daemon.actions.webhook import WebhookAction, WebhookOptions
+from scheduler_daemon.alerts import Alerter
 from scheduler_daemon.api.app import create_app
 from scheduler_daemon.api.context import ApiContext
 from scheduler_daemon.aws.backend import EventBridgeBackend, eventbridge_backend
@@ -41,7 +42,7 @@ from scheduler_daemon.health import Health
 from scheduler_daemon.logs import configure_logging, get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.reload import Reloader, ReloadOutcome, describe
-from scheduler_daemon.settings import RetrySettings, Settings, load_settings
+from scheduler_daemon.settings import RetrySettings, Settings, WebhookSettings, load_settings
 from scheduler_daemon.store.embedded import start_embedded
 from scheduler_daemon.store.listener import NotificationListener
 from scheduler_daemon.store.outbox import OutboxStore
@@ -55,6 +56,8 @@ from scheduler_daemon.store.retention import RetentionStore
 from scheduler_daemon.store.schedules import ScheduleStore
 
 log = get_logger("daemon")
+
+ALERTS_DRAIN_S = 2.0  # how long a stopping daemon waits for its last alerts to go out
 
 
 def build_actions(
@@ -95,10 +98,7 @@ def _webhook_options(settings: Callable[[], Settings]) -> Callable[[], WebhookOp
         w = s.webhook
         try:
             options = WebhookOptions(
-                guard=GuardPolicy(
-                    allow_private_networks=w.allow_private_networks,
-                    allow_hosts=frozenset(h.lower() for h in w.allow_hosts),
-                ),
+                guard=guard_policy(w),
                 follow_redirects=w.follow_redirects,
                 signing_secrets=[x.get_secret_value() for x in w.signing_secrets],
                 redact_headers=s.log.redact_headers,
@@ -115,6 +115,14 @@ def _webhook_options(settings: Callable[[], Settings]) -> Callable[[], WebhookOp
         return options
 
     return current
+
+
+def guard_policy(w: WebhookSettings) -> GuardPolicy:
+    """The SSRF guard of webhooks (and of alert deliveries)."""
+    return GuardPolicy(
+        allow_private_networks=w.allow_private_networks,
+        allow_hosts=frozenset(h.lower() for h in w.allow_hosts),
+    )
 
 
 def default_actions() -> ActionRegistry:
@@ -225,6 +233,14 @@ class Daemon:
         metrics.track_slots(lambda: slots.in_use, lambda: slots.capacity)
         metrics.track_pool(lambda: store.pool.get_size() - store.pool.get_idle_size())
         metrics.track_due(store.count_due)
+        # Alerts: channels, windows and the guard follow reloads.
+        alerter = Alerter(
+            lambda: self.settings.alerts,
+            self.owner,
+            clock,
+            guard=lambda: guard_policy(self.settings.webhook),
+            metrics=metrics,
+        )
 
         discovery = Discovery(
             store,
@@ -245,6 +261,7 @@ class Daemon:
             horizon_s=lambda: self.settings.expander.horizon_s,
             batch_size=lambda: self.settings.expander.batch_size,
             poll_interval_s=lambda: self.settings.expander.poll_interval_s,
+            alerts=alerter.emit,
         )
         executor = Executor(
             actions,
@@ -286,6 +303,7 @@ class Daemon:
             clock,
             metrics,
             on_recorded=None if aws is None else aws.messages.recorded,
+            alerts=alerter.emit,
         )
         heartbeat = Heartbeat(
             store,
@@ -300,13 +318,14 @@ class Daemon:
             clock,
             interval_s=lambda: max(self.settings.executor.lease_s / 4, 0.5),
             metrics=metrics,
+            alerts=alerter.emit,
         )
 
         pruner = Pruner(
             RetentionStore(store.pool), clock, lambda: self.settings.retention, metrics=metrics
         )
         supervisor = Supervisor(clock)
-        watchdog = Watchdog(clock, lambda: self.settings.watchdog)
+        watchdog = Watchdog(clock, lambda: self.settings.watchdog, alerts=alerter.emit)
         metrics.event_loop_lag.set_function(lambda: watchdog.lag_s)
         self._watch(
             watchdog, slots, results, discovery, expander, completer, heartbeat, rescuer, aws
@@ -357,6 +376,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         try:
             async with supervisor:
+                supervisor.start("alerter", alerter.run)
                 supervisor.start("listener", listener.run)
                 supervisor.start("completer", completer.run)
                 supervisor.start("executor", executor.run)
@@ -398,6 +418,9 @@ class Daemon:
                     await aws.drained(released, timeout_s=5.0)
                     await supervisor.stop("sqs_messages")
                     await supervisor.stop("publisher")
+                # The last alerts (the completer's, what the windows held) get a moment.
+                await alerter.drain(timeout_s=ALERTS_DRAIN_S)
+                await supervisor.stop("alerter")
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)

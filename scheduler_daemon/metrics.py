@@ -144,6 +144,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.alerts = Counter(
+            "scheduler_alerts",
+            "Alerts by event and what became of them per channel "
+            "(sent, suppressed, failed, dropped)",
+            ["event", "result"],
+            registry=r,
+        )
         self.event_loop_lag = Gauge(
             "scheduler_event_loop_lag_seconds",
             "Event-loop lag measured by the watchdog's last check",

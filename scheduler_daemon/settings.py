@@ -204,6 +204,58 @@ class WatchdogSettings(Section):
     interval_s: float = Field(default=0.5, gt=0, le=60)
 
 
+AlertEvent = Literal["task_failed", "task_rescued", "component_stalled", "schedule_misfired"]
+ALERT_EVENTS: tuple[AlertEvent, ...] = (
+    "task_failed",
+    "task_rescued",
+    "component_stalled",
+    "schedule_misfired",
+)
+
+
+class AlertChannel(Section):
+    """Where alerts go: a generic JSON webhook or a Slack-compatible incoming webhook."""
+
+    name: str = Field(min_length=1, max_length=100)
+    kind: Literal["webhook", "slack"]
+    # A secret (a Slack hook URL is its own credential): masked, never logged.
+    url: SecretStr
+    events: list[AlertEvent] = Field(default_factory=lambda: list(ALERT_EVENTS), min_length=1)
+    # The least seconds between two deliveries of alike alerts to this channel; unset:
+    # alerts.dedupe_window_s.
+    min_interval_s: float | None = Field(default=None, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+            raise ValueError("must be an http or https URL")  # never repeats the URL
+        return value
+
+
+class AlertsSettings(Section):
+    channels: list[AlertChannel] = Field(default_factory=list)
+    # Alike alerts (same event, action and queue; component; schedule) within this many
+    # seconds are sent once; the next delivery carries the count of those suppressed.
+    dedupe_window_s: float = Field(default=300.0, ge=0)
+    # Delivery attempts per alert and channel (retried with backoff), and each one's timeout.
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Alerts waiting or being delivered, per channel; more are dropped (and counted).
+    queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_names(cls, value: list[AlertChannel]) -> list[AlertChannel]:
+        names = [c.name for c in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"channel names must be unique: {', '.join(duplicates)} repeated")
+        return value
+
+
 class SchedulingSettings(Section):
     # postgres: discovery claims due rows (SKIP LOCKED, LISTEN/NOTIFY). eventbridge: a publisher
     # hands each task's wake-up to SQS (soon) or an EventBridge Scheduler at() schedule
@@ -254,6 +306,8 @@ class Settings(BaseSettings):
         extra="forbid",
         frozen=True,
         case_sensitive=False,
+        # Errors never repeat the input: it may hold a secret (a token, an alert URL).
+        hide_input_in_errors=True,
     )
 
     database: DatabaseSettings = DatabaseSettings()
@@ -272,6 +326,7 @@ class Settings(BaseSettings):
     eventbridge: EventBridgeSettings = EventBridgeSettings()
     retention: RetentionSettings = RetentionSettings()
     watchdog: WatchdogSettings = WatchdogSettings()
+    alerts: AlertsSettings = AlertsSettings()
 
     @model_validator(mode="after")
     def _backend_complete(self) -> Settings:
@@ -352,6 +407,8 @@ def masked(settings: Settings) -> dict[str, Any]:
     for token in data["http"]["tokens"]:
         token["token"] = "***"
     data["webhook"]["signing_secrets"] = ["***" for _ in settings.webhook.signing_secrets]
+    for channel in data["alerts"]["channels"]:
+        channel["url"] = "***"
     return data
 
 

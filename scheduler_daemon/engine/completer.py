@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import asyncpg
 
+from scheduler_daemon.alerts import AlertSink, ignore, task_failed
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import AttemptResult, Outcome, TaskStatus
 from scheduler_daemon.engine.executor import storable_text
@@ -34,8 +35,10 @@ class Completer:
         clock: Clock,
         metrics: Metrics | None = None,
         on_recorded: Callable[[list[uuid.UUID]], None] | None = None,
+        alerts: AlertSink | None = None,
     ) -> None:
         self._metrics = metrics
+        self._alert = alerts or ignore
         self._on_recorded = on_recorded
         self._store = store
         self._results = results
@@ -133,6 +136,11 @@ class Completer:
                 )
             else:
                 log.error("task_failed", error=result.error, outcome=result.outcome.value)
+                self._alert(
+                    task_failed(
+                        result.task_id, result.action, result.queue, result.attempt, result.error
+                    )
+                )
         self.recorded_total += len(applied)
         if self._on_recorded is not None:
             # Applied or fenced out, this daemon is done with these attempts.

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 
+from scheduler_daemon.alerts import AlertSink, ignore, schedule_misfired
 from scheduler_daemon.clock import Clock, wait_event
 from scheduler_daemon.domain.schedules import Expansion, Schedule, plan_expansion
 from scheduler_daemon.engine.watchdog import NOOP
@@ -26,8 +28,10 @@ class Expander:
         batch_size: Callable[[], int],
         poll_interval_s: Callable[[], float],
         rng: random.Random | None = None,
+        alerts: AlertSink | None = None,
     ) -> None:
         self._store = store
+        self._alert = alerts or ignore
         self._clock = clock
         self._horizon_s = horizon_s
         self._batch_size = batch_size
@@ -53,9 +57,16 @@ class Expander:
     async def expand_due(self) -> int:
         """Expand every schedule that is due, a batch per pass; the tasks created."""
         created = 0
+        planned: dict[uuid.UUID, Schedule] = {}  # this pass's, for the alerts
+
+        def plan(schedule: Schedule, busy: bool, now: datetime) -> Expansion:
+            planned[schedule.id] = schedule
+            return self._plan(schedule, busy, now)
+
         while True:
             batch = self._batch_size()
-            result = await self._store.expand(batch, self._plan)
+            planned.clear()
+            result = await self._store.expand(batch, plan)
             self.passes += 1
             self.statements += result.statements
             for expansion in result.expansions:
@@ -68,9 +79,24 @@ class Expander:
                         skipped=expansion.skipped,
                         created=len(expansion.tasks),
                     )
+                if expansion.missed:
+                    self._misfired(expansion, planned.get(expansion.schedule_id))
             if len(result.expansions) < batch:
                 self.created += created
                 return created
+
+    def _misfired(self, expansion: Expansion, schedule: Schedule | None) -> None:
+        self._alert(
+            schedule_misfired(
+                expansion.schedule_id,
+                None if schedule is None else schedule.name,
+                missed=expansion.missed,
+                skipped=expansion.skipped,
+                policy=None if schedule is None else schedule.misfire_policy.value,
+                action=None if schedule is None else schedule.template.action,
+                queue=None if schedule is None else schedule.template.queue,
+            )
+        )
 
     async def run(self) -> None:
         while True:

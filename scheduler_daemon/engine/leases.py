@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler_daemon.alerts import AlertSink, ignore, task_failed, task_rescued
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
 from scheduler_daemon.engine.watchdog import NOOP
@@ -131,8 +132,10 @@ class Rescuer:
         interval_s: Callable[[], float],
         batch_size: int = 500,
         metrics: Metrics | None = None,
+        alerts: AlertSink | None = None,
     ) -> None:
         self._metrics = metrics
+        self._alert = alerts or ignore
         self._store = store
         self._clock = clock
         self._interval_s = interval_s
@@ -154,13 +157,15 @@ class Rescuer:
                     owner=r.owner,
                     status=r.status.value,
                 )
+                self._alert(
+                    task_rescued(r.task_id, r.action, r.queue, r.attempt, r.owner, r.status.value)
+                )
                 if r.status is TaskStatus.FAILED:
+                    error = "lease expired on the last attempt"
                     self._log.error(
-                        "task_failed",
-                        task_id=str(r.task_id),
-                        attempt=r.attempt,
-                        error="lease expired on the last attempt",
+                        "task_failed", task_id=str(r.task_id), attempt=r.attempt, error=error
                     )
+                    self._alert(task_failed(r.task_id, r.action, r.queue, r.attempt, error))
             total += len(rescued)
             if len(rescued) < self._batch_size:
                 return total

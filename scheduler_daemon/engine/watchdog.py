@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from scheduler_daemon.alerts import AlertSink, component_stalled, ignore
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.settings import WatchdogSettings
@@ -32,8 +33,14 @@ class _Watched:
 
 
 class Watchdog:
-    def __init__(self, clock: Clock, settings: Callable[[], WatchdogSettings]) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        settings: Callable[[], WatchdogSettings],
+        alerts: AlertSink | None = None,
+    ) -> None:
         self._clock = clock
+        self._alert = alerts or ignore
         self._settings = settings
         self._watched: dict[str, _Watched] = {}
         self._log = get_logger("watchdog")
@@ -81,6 +88,7 @@ class Watchdog:
             stalled = quiet > s.stall_after_s + w.quiet_s()
             if stalled and not w.stalled:
                 self._log.error("component_stalled", name=w.name, quiet_s=round(quiet, 1))
+                self._alert(component_stalled(w.name, quiet))
             elif w.stalled and not stalled:
                 self._log.info("component_recovered", name=w.name)
             w.stalled = stalled

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,6 +227,30 @@ async def start_daemon(database_url: str, tmp_path: Path) -> AsyncIterator[Start
 
 
 # -- the webhook receiver -------------------------------------------------------------------
+
+# Retries come quickly; nothing else about timing is shortened unless a test needs it.
+FAST_RETRIES = {
+    "SCHEDULER_RETRY__BASE_S": "0.05",
+    "SCHEDULER_RETRY__CAP_S": "0.2",
+}
+
+
+def webhook(receiver: WebhookReceiver, body: Any, **extra: Any) -> dict[str, Any]:
+    """A webhook task POSTing ``body`` as JSON to ``receiver``."""
+    return {
+        "action": "webhook",
+        "payload": {"url": receiver.url(), "method": "POST", "json": body},
+        **extra,
+    }
+
+
+def logged(daemon: DaemonProcess, event: str, count: int = 1) -> Callable[[], Awaitable[bool]]:
+    """A check for ``eventually``: the daemon logged ``event`` at least ``count`` times."""
+
+    async def check() -> bool:
+        return len(daemon.events(event)) >= count
+
+    return check
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,26 +17,25 @@ from botocore.exceptions import ClientError
 from scheduler_daemon.aws.clients import scheduler_client, sqs_client
 from scheduler_daemon.aws.emulator import EventBridgeEmulator
 from tests.aws import REGION, ROLE_ARN, AwsResources, outage_proxy, queue_depth
-from tests.e2e.conftest import Api, DaemonProcess, StartDaemon, WebhookReceiver
+from tests.e2e.conftest import (
+    FAST_RETRIES,
+    Api,
+    DaemonProcess,
+    StartDaemon,
+    WebhookReceiver,
+    logged,
+    webhook,
+)
 from tests.integration.serve import eventually
 
 pytestmark = pytest.mark.e2e
 
 FAST = {
-    "SCHEDULER_RETRY__BASE_S": "0.05",
-    "SCHEDULER_RETRY__CAP_S": "0.2",
+    **FAST_RETRIES,
     "SCHEDULER_DISCOVERY__POLL_INTERVAL_S": "0.5",
     # Short long polls, so that a stopping daemon's receive calls end quickly.
     "SCHEDULER_SQS__WAIT_TIME_S": "1",
 }
-
-
-def webhook(receiver: WebhookReceiver, body: Any, **extra: Any) -> dict[str, Any]:
-    return {
-        "action": "webhook",
-        "payload": {"url": receiver.url(), "method": "POST", "json": body},
-        **extra,
-    }
 
 
 async def get_schedule(aws: AwsResources, name: str) -> dict[str, Any] | None:
@@ -184,15 +183,6 @@ async def test_long_task_keeps_its_message_invisible(
     assert len(receiver.requests) == 1
     # The message never came back while the task ran.
     assert await metric(http, daemon, 'scheduler_sqs_messages_total{result="stale"}') == 0
-
-
-def logged(daemon: DaemonProcess, event: str, count: int) -> Callable[[], Awaitable[bool]]:
-    """A check for ``eventually``: the daemon logged ``event`` at least ``count`` times."""
-
-    async def check() -> bool:
-        return len(daemon.events(event)) >= count
-
-    return check
 
 
 @pytest.mark.timeout(90)

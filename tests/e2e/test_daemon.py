@@ -13,25 +13,18 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.e2e.conftest import Api, DaemonProcess, StartDaemon, WebhookReceiver
+from tests.e2e.conftest import (
+    FAST_RETRIES,
+    Api,
+    DaemonProcess,
+    StartDaemon,
+    WebhookReceiver,
+    webhook,
+)
 
 pytestmark = pytest.mark.e2e
 
 PROBLEM_JSON = "application/problem+json"
-
-# Retries come quickly; nothing else about timing is shortened unless a test needs it.
-FAST_RETRIES = {
-    "SCHEDULER_RETRY__BASE_S": "0.05",
-    "SCHEDULER_RETRY__CAP_S": "0.2",
-}
-
-
-def webhook(receiver: WebhookReceiver, body: Any, **extra: Any) -> dict[str, Any]:
-    return {
-        "action": "webhook",
-        "payload": {"url": receiver.url(), "method": "POST", "json": body},
-        **extra,
-    }
 
 
 async def db_task_row(database_url: str, task_id: str) -> tuple[asyncpg.Record, int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,32 +15,22 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.e2e.conftest import Api, DaemonProcess, StartDaemon, WebhookReceiver
+from tests.e2e.conftest import (
+    FAST_RETRIES,
+    Api,
+    DaemonProcess,
+    StartDaemon,
+    WebhookReceiver,
+    logged,
+    webhook,
+)
 from tests.integration.serve import eventually
 
 pytestmark = pytest.mark.e2e
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 
-FAST = {
-    "SCHEDULER_RETRY__BASE_S": "0.05",
-    "SCHEDULER_RETRY__CAP_S": "0.2",
-}
-
-
-def webhook(receiver: WebhookReceiver, body: Any, **extra: Any) -> dict[str, Any]:
-    return {
-        "action": "webhook",
-        "payload": {"url": receiver.url(), "method": "POST", "json": body},
-        **extra,
-    }
-
-
-def logged(daemon: DaemonProcess, event: str, count: int = 1) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return len(daemon.events(event)) >= count
-
-    return check
+FAST = FAST_RETRIES
 
 
 async def count(database_url: str, sql: str, *args: Any) -> int:
