@@ -323,8 +323,9 @@ class WebhookReceiver:
         return list(self.requests)
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
+@contextlib.asynccontextmanager
+async def serve_receiver() -> AsyncIterator[WebhookReceiver]:
+    """A WebhookReceiver listening on a free loopback port until the block ends."""
     hook = WebhookReceiver()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", hook.handle)
@@ -338,6 +339,12 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
     finally:
         hook.unblock()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    async with serve_receiver() as hook:
+        yield hook
 
 
 # -- the daemon's HTTP API ------------------------------------------------------------------

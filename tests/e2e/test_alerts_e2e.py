@@ -8,9 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from tests.e2e.conftest import Api, DaemonProcess, StartDaemon, WebhookReceiver
+from tests.e2e.conftest import Api, DaemonProcess, StartDaemon, WebhookReceiver, serve_receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -20,18 +19,8 @@ SECRET_PATH = "/services/T000/B000/alert-hook-secret"
 @pytest.fixture
 async def alert_receiver() -> AsyncIterator[WebhookReceiver]:
     """A second receiver, for the alert channels."""
-    hook = WebhookReceiver()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", hook.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hook.port = runner.addresses[0][1]
-    try:
+    async with serve_receiver() as hook:
         yield hook
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.timeout(60)
