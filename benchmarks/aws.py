@@ -28,7 +28,6 @@ import dataclasses
 import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from benchmarks.common import (
     Server,
     fresh_database,
     local_postmaster,
+    machine_lines,
     open_server,
     percentile,
     proc_stat,
@@ -458,21 +458,9 @@ BENCHES = {
 
 
 async def header(server: Server, opts: Options, endpoint_url: str) -> None:
-    conn = await asyncpg.connect(server.admin_dsn)
-    try:
-        pg_version = await conn.fetchval("SELECT version()")
-    finally:
-        await conn.close()
-    try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio"
+    machine = await machine_lines(server)
     print("# scheduler-daemon AWS backend benchmark (eventbridge backend on moto)")
-    print(f"python: {platform.python_implementation()} {platform.python_version()} ({loop})")
-    print(f"cpus: {os.cpu_count()}  platform: {platform.platform()}")
-    print(f"postgresql: {pg_version} ({server.description})")
+    print("\n".join(machine))
     print(f"moto: {importlib.metadata.version('moto')} server at {endpoint_url}")
     print(
         f"daemon settings: scheduling.backend=eventbridge executor.concurrency="

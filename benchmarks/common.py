@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import platform
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -86,6 +87,29 @@ async def fresh_database(admin_dsn: str, label: str = "bench") -> AsyncIterator[
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+# -- the machine --------------------------------------------------------------------------
+
+
+async def machine_lines(server: Server) -> list[str]:
+    """What a benchmark's figures depend on: interpreter, event loop, CPUs, PostgreSQL."""
+    conn = await asyncpg.connect(server.admin_dsn)
+    try:
+        pg_version = await conn.fetchval("SELECT version()")
+    finally:
+        await conn.close()
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    return [
+        f"python: {platform.python_implementation()} {platform.python_version()} ({loop})",
+        f"cpus: {os.cpu_count()}  platform: {platform.platform()}",
+        f"postgresql: {pg_version} ({server.description})",
+    ]
 
 
 # -- where the CPU went -------------------------------------------------------------------

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -43,6 +42,7 @@ from benchmarks.common import (
     Server,
     fresh_database,
     local_postmaster,
+    machine_lines,
     open_server,
     percentile,
     postgres_cpu,
@@ -683,21 +683,9 @@ BENCHES = {
 
 
 async def header(server: Server, opts: Options) -> None:
-    conn = await asyncpg.connect(server.admin_dsn)
-    try:
-        pg_version = await conn.fetchval("SELECT version()")
-    finally:
-        await conn.close()
-    try:
-        import uvloop  # noqa: F401
-
-        loop = "uvloop"
-    except ImportError:
-        loop = "asyncio"
+    machine = await machine_lines(server)
     print("# scheduler-daemon engine benchmark")
-    print(f"python: {platform.python_implementation()} {platform.python_version()} ({loop})")
-    print(f"cpus: {os.cpu_count()}  platform: {platform.platform()}")
-    print(f"postgresql: {pg_version} ({server.description})")
+    print("\n".join(machine))
     print(
         f"daemon settings: executor.concurrency={opts.concurrency} "
         f"discovery.batch_size={opts.batch_size} database.pool_size={opts.pool_size} "

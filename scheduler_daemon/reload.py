@@ -54,10 +54,8 @@ def keep_restart_keys(old: Settings, new: Settings, keys: list[str]) -> Settings
     """``new`` with the values of ``keys`` (restart-only) taken from ``old``."""
     sections: dict[str, dict[str, Any]] = {}
     for key in keys:
-        section, _, name = key.partition(".")
-        sections.setdefault(section, {})[name.split(".", 1)[0]] = getattr(
-            getattr(old, section), name.split(".", 1)[0]
-        )
+        section, field_name = key.split(".")[:2]
+        sections.setdefault(section, {})[field_name] = getattr(getattr(old, section), field_name)
     update: dict[str, BaseModel] = {
         section: getattr(new, section).model_copy(update=values)
         for section, values in sections.items()

@@ -32,12 +32,14 @@ class PgServer:
     stop: Callable[[], None]
 
     @asynccontextmanager
-    async def database(self) -> AsyncIterator[str]:
-        """A fresh, migrated database for one test; dropped afterwards."""
+    async def database(self, *, migrated: bool = True) -> AsyncIterator[str]:
+        """A fresh database for one test, migrated (a copy of the template) or empty; dropped
+        afterwards."""
         name = f"sd_test_{uuid.uuid4().hex[:12]}"
+        template = f' TEMPLATE "{self.template}"' if migrated else ""
         admin = await asyncpg.connect(self.admin_dsn)
         try:
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+            await admin.execute(f'CREATE DATABASE "{name}"{template}')
         finally:
             await admin.close()
         try:

@@ -135,12 +135,16 @@ class Messages:
         await self.set_visibility(receipts, 0)
 
     async def set_visibility(self, receipts: Sequence[str], seconds: int) -> None:
+        await self.set_visibilities([(r, seconds) for r in receipts])
+
+    async def set_visibilities(self, changes: Sequence[tuple[str, int]]) -> None:
+        """Visibility timeouts of received messages, (receipt, seconds) each, 10 a call."""
         queue_url = self._options().queue_url
-        for i in range(0, len(receipts), SQS_BATCH):
-            chunk = receipts[i : i + SQS_BATCH]
+        for i in range(0, len(changes), SQS_BATCH):
+            chunk = changes[i : i + SQS_BATCH]
             entries: Any = [
                 {"Id": str(n), "ReceiptHandle": r, "VisibilityTimeout": seconds}
-                for n, r in enumerate(chunk)
+                for n, (r, seconds) in enumerate(chunk)
             ]
             try:
                 answer = await self._sqs.change_message_visibility_batch(
@@ -336,7 +340,7 @@ class Consumer:
             return len(claimed)
         states = await self._outbox.message_tasks([w.task_id for w in rest])
         held_here = 0
-        later: list[tuple[WakeUp, float]] = []
+        later: list[tuple[str, int]] = []  # early messages: invisible until ~1 s before
         for w in rest:
             state = states.get(w.task_id)
             current = (
@@ -352,11 +356,10 @@ class Consumer:
                 held_here += 1
                 self._hold(w, state.due_in_s)
             else:
-                later.append((w, state.due_in_s))
-        for w, due_in_s in later:
-            self._count("held")
-            seconds = min(max(math.floor(due_in_s - 1.0), 1), MAX_VISIBILITY_S)
-            await self._messages.set_visibility([w.receipt], seconds)
+                self._count("held")
+                seconds = min(max(math.floor(state.due_in_s - 1.0), 1), MAX_VISIBILITY_S)
+                later.append((w.receipt, seconds))
+        await self._messages.set_visibilities(later)
         return len(claimed) + held_here
 
     def _hold(self, wakeup: WakeUp, due_in_s: float) -> None:

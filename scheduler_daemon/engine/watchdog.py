@@ -81,8 +81,8 @@ class Watchdog:
         now = self._clock.monotonic()
         for w in self._watched.values():
             quiet = now - w.last
-            waiting = w.busy is None or w.busy()
-            if not waiting:
+            expected = w.busy is None or w.busy()
+            if not expected:
                 w.last = now  # idle with nothing to do is not a stall
                 quiet = 0.0
             stalled = quiet > s.stall_after_s + w.quiet_s()

@@ -245,3 +245,25 @@ async def test_database_connections_terminated_mid_run_lose_nothing(
         await admin.close()
     async with http.get(f"{daemon.base_url}/readyz") as resp:
         assert resp.status == 200, await resp.text()
+
+
+@pytest.mark.timeout(60)
+async def test_event_loop_lag_above_the_threshold_makes_readyz_fail(
+    start_daemon: StartDaemon, http: aiohttp.ClientSession
+) -> None:
+    # Any real loop overshoots a sleep by more than a microsecond: the watchdog must say so.
+    daemon = await start_daemon(
+        {"SCHEDULER_WATCHDOG__MAX_LOOP_LAG_S": "0.000001", "SCHEDULER_WATCHDOG__INTERVAL_S": "0.1"}
+    )
+    reasons: list[str] = []
+
+    async def lagging() -> bool:
+        async with http.get(f"{daemon.base_url}/readyz") as resp:
+            body = await resp.json()
+        reasons[:] = body.get("reasons") or []
+        return resp.status == 503 and any("watchdog.max_loop_lag_s" in r for r in reasons)
+
+    await eventually(lagging, timeout=30)
+    await daemon.wait_for_log("event_loop_lag")
+    async with http.get(f"{daemon.base_url}/healthz") as resp:
+        assert resp.status == 200  # alive, only not ready

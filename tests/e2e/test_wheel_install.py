@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -22,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 
 from tests.e2e.conftest import STREAM_LIMIT, DaemonProcess, child_env, free_port
-from tests.pg import PgServer, with_database
+from tests.pg import PgServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -114,20 +112,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> InstalledVenv:
 async def empty_database_url(pg_server: PgServer) -> AsyncIterator[str]:
     """A database with no tables (not the migrated template): the installed daemon migrates it
     from the SQL files in the wheel."""
-    name = f"sd_wheel_{os.urandom(6).hex()}"
-    admin = await asyncpg.connect(pg_server.admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield with_database(pg_server.admin_dsn, name)
-    finally:
-        admin = await asyncpg.connect(pg_server.admin_dsn)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+    async with pg_server.database(migrated=False) as dsn:
+        yield dsn
 
 
 async def _run(
