@@ -33,6 +33,7 @@ from scheduler_daemon.engine.discovery import Discovery
 from scheduler_daemon.engine.executor import Executor
 from scheduler_daemon.engine.expander import Expander
 from scheduler_daemon.engine.leases import Heartbeat, LeaseRegistry, Rescuer
+from scheduler_daemon.engine.limits import QueueLimiter
 from scheduler_daemon.engine.pruner import Pruner
 from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.engine.supervisor import Supervisor
@@ -52,6 +53,7 @@ from scheduler_daemon.store.postgres import (
     create_pool,
     migrate_database,
 )
+from scheduler_daemon.store.queues import QueueStore
 from scheduler_daemon.store.retention import RetentionStore
 from scheduler_daemon.store.schedules import ScheduleStore
 
@@ -242,6 +244,7 @@ class Daemon:
             metrics=metrics,
         )
 
+        limiter = QueueLimiter(lambda: self.settings.queues, slots, clock)
         discovery = Discovery(
             store,
             slots,
@@ -253,6 +256,7 @@ class Daemon:
             poll_interval_s=lambda: self.settings.discovery.poll_interval_s,
             lease_s=lambda: self.settings.executor.lease_s,
             metrics=metrics,
+            limiter=limiter,
         )
         schedules = ScheduleStore(store.pool)
         expander = Expander(
@@ -287,6 +291,7 @@ class Daemon:
                     self.owner,
                     clock,
                     metrics,
+                    limiter,
                 )
             )
         listener = NotificationListener(
@@ -353,6 +358,7 @@ class Daemon:
                 lambda: self.settings,
                 schedules,
                 config_loaded_at=lambda: self.reloader.loaded_at,
+                queues=QueueStore(store.pool),
             ),
             metrics,
         )

@@ -16,8 +16,10 @@ from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
+from scheduler_daemon.clock import SystemClock
+from scheduler_daemon.domain.models import AttemptResult, ClaimedTask, Outcome
 from scheduler_daemon.logs import get_logger
+from scheduler_daemon.stats import Activity
 
 # Attempt durations: a few milliseconds (noop, log) up to the ten-minute timeouts.
 DURATION_BUCKETS = (
@@ -47,9 +49,13 @@ def package_version() -> str:
 
 
 class Metrics:
-    """Every metric of one daemon, on ``self.registry``."""
+    """Every metric of one daemon, on ``self.registry``, and its recent ``activity`` minute by
+    minute (for the dashboard), read on ``now`` (the system clock unless given)."""
 
-    def __init__(self, version: str | None = None) -> None:
+    def __init__(
+        self, version: str | None = None, *, now: Callable[[], datetime] | None = None
+    ) -> None:
+        self.activity = Activity(now or SystemClock().now)
         self.registry = CollectorRegistry()
         r = self.registry
         self.tasks_created = Counter(
@@ -187,20 +193,32 @@ class Metrics:
             self.tasks_created.labels(action, queue).inc(n)
 
     def claimed(self, tasks: Iterable[ClaimedTask]) -> None:
+        lags: list[float | None] = []
         for task in tasks:
             self.tasks_claimed.labels(task.action, task.queue).inc()
+            lag = None
             if task.claimed_at is not None:
-                self.task_lag.observe(lag_s(task.run_at, task.claimed_at))
+                lag = lag_s(task.run_at, task.claimed_at)
+                self.task_lag.observe(lag)
+            lags.append(lag)
+        self.activity.started(lags)
 
     def finished(self, results: Iterable[AttemptResult]) -> None:
         """Count attempts whose results were written (applied, not fenced out)."""
+        completed = failed = 0
         for result in results:
             self.tasks_finished.labels(result.action, result.queue, result.outcome.value).inc()
             self.task_duration.labels(result.action).observe(result.duration_ms / 1000.0)
+            if result.outcome is Outcome.SUCCEEDED:
+                completed += 1
+            else:
+                failed += 1
+        self.activity.finished(completed=completed, failed=failed)
 
     def lost(self, action: str, queue: str) -> None:
         """An attempt whose lease expired (its daemon died), recorded by the rescuer."""
         self.tasks_finished.labels(action, queue, "lost").inc()
+        self.activity.finished(failed=1)
 
     def pruned(self, count: int) -> None:
         self.tasks_pruned.inc(count)

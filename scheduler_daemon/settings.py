@@ -6,6 +6,7 @@ Every key here is a contract that deployments rely on; ``config/default.toml`` d
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -299,6 +300,40 @@ class EventBridgeSettings(Section):
     republish_after_s: float = Field(default=300.0, ge=30)
 
 
+# Queue names as tasks spell them (api/schemas.py NAME_PATTERN).
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+
+
+class QueueLimits(Section):
+    """Limits of one queue (``[queues.<name>]``); every key optional, all applied together."""
+
+    concurrency: int | None = Field(
+        default=None, ge=1, le=10_000, description="tasks running at once in this daemon"
+    )
+    global_concurrency: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="tasks running at once across all daemons"
+    )
+    rate_per_s: float | None = Field(
+        default=None, gt=0, le=100_000, description="tasks started per second by this daemon"
+    )
+    burst: int | None = Field(
+        default=None, ge=1, le=100_000, description="token bucket size; unset: one second's"
+    )
+
+    @model_validator(mode="after")
+    def _burst_needs_rate(self) -> QueueLimits:
+        if self.burst is not None and self.rate_per_s is None:
+            raise ValueError("burst is set but rate_per_s is not")
+        return self
+
+    @property
+    def bucket_size(self) -> float:
+        """How many starts the token bucket holds (burst, or one second's worth, at least 1)."""
+        if self.burst is not None:
+            return float(self.burst)
+        return max(1.0, float(self.rate_per_s or 0.0))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -327,6 +362,15 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     watchdog: WatchdogSettings = WatchdogSettings()
     alerts: AlertsSettings = AlertsSettings()
+    queues: dict[str, QueueLimits] = Field(default_factory=dict)
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_names(cls, value: dict[str, QueueLimits]) -> dict[str, QueueLimits]:
+        for name in value:
+            if not QUEUE_NAME.fullmatch(name):
+                raise ValueError(f"queue name {name!r} is not valid: 1-100 of A-Z a-z 0-9 _ . : -")
+        return value
 
     @model_validator(mode="after")
     def _backend_complete(self) -> Settings:

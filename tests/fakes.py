@@ -140,6 +140,9 @@ class ClaimCall:
     owner: str
     limit: int
     lease_s: float
+    exclude: tuple[str, ...] = ()
+    queue: str | None = None  # claim_queue: the one queue claimed from
+    global_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,7 @@ def claimed_task(
     max_attempts: int = 3,
     timeout_s: float = 30.0,
     task_id: uuid.UUID | None = None,
+    queue: str = "default",
 ) -> ClaimedTask:
     """A ClaimedTask with sensible defaults; every call gets a new id unless one is given."""
     return ClaimedTask(
@@ -170,6 +174,7 @@ def claimed_task(
         max_attempts=max_attempts,
         timeout_s=timeout_s,
         run_at=datetime(2025, 1, 1, tzinfo=UTC),
+        queue=queue,
     )
 
 
@@ -177,13 +182,16 @@ def claimed_task(
 class FakeEngineStore:
     """An in-memory ``EngineStore``: enough for discovery and heartbeat tests.
 
-    ``due`` holds the claimable tasks, handed out oldest first; ``next_due`` is what
-    ``next_due_in`` answers; ``keep`` decides which leases ``renew_leases`` keeps (None: all)
-    and ``during_renew`` / ``during_claim`` run while that call is "in flight".
+    ``due`` holds the claimable tasks, handed out oldest first (never those of ``paused``
+    queues); ``next_due`` is what ``next_due_in`` answers; ``keep`` decides which leases
+    ``renew_leases`` keeps (None: all) and ``during_renew`` / ``during_claim`` run while that
+    call is "in flight".
     """
 
     due: list[ClaimedTask] = field(default_factory=list)
     next_due: float | None = None
+    paused: set[str] = field(default_factory=set)
+    next_due_excluded: list[tuple[str, ...]] = field(default_factory=list)
     keep: Callable[[uuid.UUID, int], bool] | None = None
     during_renew: Callable[[], None] | None = None
     during_claim: Callable[[], None] | None = None
@@ -206,17 +214,37 @@ class FakeEngineStore:
 
     # --- the EngineStore protocol -------------------------------------------------------
 
-    async def claim(self, owner: str, limit: int, lease_s: float) -> list[ClaimedTask]:
-        self.claim_calls.append(ClaimCall(owner, limit, lease_s))
+    async def claim(
+        self, owner: str, limit: int, lease_s: float, exclude: Sequence[str] = ()
+    ) -> list[ClaimedTask]:
+        self.claim_calls.append(ClaimCall(owner, limit, lease_s, tuple(exclude)))
+        left_out = {*exclude, *self.paused}
+        return self._hand_out(limit, lambda t: t.queue not in left_out)
+
+    async def claim_queue(
+        self, owner: str, queue: str, limit: int, lease_s: float, global_limit: int | None
+    ) -> list[ClaimedTask]:
+        self.claim_calls.append(ClaimCall(owner, limit, lease_s, (), queue, global_limit))
+        if queue in self.paused:
+            return self._hand_out(0, lambda t: False)
+        return self._hand_out(limit, lambda t: t.queue == queue)
+
+    def _hand_out(self, limit: int, wanted: Callable[[ClaimedTask], bool]) -> list[ClaimedTask]:
         self._claimed_event.set()
         if self.during_claim is not None:
             self.during_claim()
-        taken, self.due = self.due[:limit], self.due[limit:]
+        taken = [t for t in self.due if wanted(t)][:limit]
+        ids = {t.id for t in taken}
+        self.due = [t for t in self.due if t.id not in ids]
         return taken
 
-    async def next_due_in(self) -> float | None:
+    async def next_due_in(self, exclude: Sequence[str] = ()) -> float | None:
         self.next_due_calls += 1
+        self.next_due_excluded.append(tuple(exclude))
         return self.next_due
+
+    async def paused_queues(self) -> frozenset[str]:
+        return frozenset(self.paused)
 
     async def complete(self, owner: str, results: Sequence[AttemptResult]) -> set[uuid.UUID]:
         self.completed.extend(results)

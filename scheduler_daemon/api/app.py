@@ -10,8 +10,11 @@ from scheduler_daemon.api.context import CONTEXT, ApiContext
 from scheduler_daemon.api.metrics import METRICS, http_metrics_middleware
 from scheduler_daemon.api.metrics import ROUTES as METRICS_ROUTES
 from scheduler_daemon.api.problems import problem_middleware
+from scheduler_daemon.api.queues import ROUTES as QUEUE_ROUTES
 from scheduler_daemon.api.routes import Route, add_routes
+from scheduler_daemon.api.stats import ROUTES as STATS_ROUTES
 from scheduler_daemon.metrics import Metrics
+from scheduler_daemon.ui import add_ui_routes
 
 
 def all_routes() -> list[Route]:
@@ -19,6 +22,8 @@ def all_routes() -> list[Route]:
         *tasks.ROUTES,
         *schedules.ROUTES,
         *dead_letters.ROUTES,
+        *STATS_ROUTES,
+        *QUEUE_ROUTES,
         *admin.ROUTES,
         *health.ROUTES,
         *METRICS_ROUTES,
@@ -38,4 +43,5 @@ def create_app(ctx: ApiContext, metrics: Metrics | None = None) -> web.Applicati
     app[METRICS] = metrics if metrics is not None else Metrics()
     add_routes(app, all_routes())
     docs.add_docs_static(app)
+    add_ui_routes(app)  # the dashboard at /ui: outside the route table and OpenAPI
     return app

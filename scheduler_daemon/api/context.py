@@ -12,6 +12,7 @@ from aiohttp import web
 from scheduler_daemon.actions.base import ActionRegistry
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.base import TaskStore
+from scheduler_daemon.store.queues import QueueStore
 from scheduler_daemon.store.schedules import ScheduleStore
 
 
@@ -27,6 +28,7 @@ class ApiContext:
     settings: Callable[[], Settings]  # read per request: reloadable
     schedules: ScheduleStore | None = None
     config_loaded_at: Callable[[], datetime] | None = None  # when the settings were loaded
+    queues: QueueStore | None = None
 
 
 CONTEXT = web.AppKey("context", ApiContext)

@@ -9,9 +9,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scheduler_daemon.api.schemas import NAME_PATTERN, Instant
+from scheduler_daemon.domain.describe import describe
 from scheduler_daemon.domain.schedules import MisfirePolicy, OverlapPolicy, Schedule
 
 SCHEDULE_NAME = r"^[A-Za-z0-9_.:/-]+$"
+DESCRIPTION = (
+    "read-only: the rule in words, e.g. 'every Monday at 09:00 Europe/Oslo' "
+    "('cron <expr> (<zone>)' for a cron expression not put in words)"
+)
 
 
 class TaskTemplateIn(BaseModel):
@@ -152,6 +157,7 @@ class ScheduleOut(BaseModel):
     next_run_at: datetime | None = Field(description="the next occurrence not yet made a task")
     created_at: datetime | None
     updated_at: datetime | None
+    description: str = Field(default="", description=DESCRIPTION)
 
     @classmethod
     def of(cls, s: Schedule) -> ScheduleOut:
@@ -193,6 +199,7 @@ class ScheduleOut(BaseModel):
             next_run_at=s.next_run_at,
             created_at=s.created_at,
             updated_at=s.updated_at,
+            description=describe(r),
         )
 
 
@@ -209,6 +216,7 @@ class Occurrence(BaseModel):
 class SchedulePreview(BaseModel):
     timezone: str
     occurrences: list[Occurrence]
+    description: str = Field(default="", description=DESCRIPTION)
 
 
 class ListSchedulesQuery(BaseModel):

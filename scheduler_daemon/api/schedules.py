@@ -27,7 +27,14 @@ from scheduler_daemon.api.schedule_schemas import (
     ScheduleTasksQuery,
 )
 from scheduler_daemon.api.schemas import CreateTask, TaskList
-from scheduler_daemon.api.tasks import json_response, page_response, read_json, to_new_task
+from scheduler_daemon.api.tasks import (
+    json_response,
+    page_response,
+    read_json,
+    redacted_headers,
+    to_new_task,
+)
+from scheduler_daemon.domain.describe import describe
 from scheduler_daemon.domain.recurrence import (
     Blackout,
     DailyWindow,
@@ -178,7 +185,7 @@ def build_schedule(
 
 def _as_body(s: Schedule) -> dict[str, Any]:
     data = ScheduleOut.of(s).model_dump(mode="json")
-    for key in ("id", "next_run_at", "created_at", "updated_at"):
+    for key in ("id", "next_run_at", "created_at", "updated_at", "description"):
         data.pop(key)
     return data
 
@@ -279,6 +286,7 @@ def _preview(rule: Recurrence, count: int, now: datetime) -> SchedulePreview:
     return SchedulePreview(
         timezone=rule.timezone,
         occurrences=[Occurrence(utc=t, local=t.astimezone(zone)) for t in times],
+        description=describe(rule),
     )
 
 
@@ -314,7 +322,7 @@ async def schedule_tasks(request: web.Request) -> web.Response:
         )
     except InvalidCursor as exc:
         raise invalid([FieldError("cursor", str(exc))]) from None
-    return page_response(page)
+    return page_response(page, redacted_headers(request))
 
 
 _ONE = Response("the schedule", ScheduleOut)

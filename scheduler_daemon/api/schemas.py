@@ -205,6 +205,12 @@ class ListTasksQuery(BaseModel):
     action: str | None = Field(default=None, max_length=100, pattern=NAME_PATTERN)
     queue: str | None = Field(default=None, max_length=100, pattern=NAME_PATTERN)
     schedule_id: uuid.UUID | None = None
+    q: Text | None = Field(
+        default=None,
+        max_length=200,
+        description="search: the task with this id (when it is a UUID), and the tasks whose "
+        "idempotency_key is this text or starts with it",
+    )
     created_after: Instant | None = None
     created_before: Instant | None = None
     run_after: Instant | None = None
@@ -226,7 +232,7 @@ class ListTasksQuery(BaseModel):
     def _offset(cls, value: Any) -> Any:
         return _plus_offset(value)
 
-    @field_validator("action", "queue", "cursor", mode="before")
+    @field_validator("action", "queue", "cursor", "q", mode="before")
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return value or None

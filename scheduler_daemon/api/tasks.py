@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +20,8 @@ from scheduler_daemon.actions.base import (
     field_errors,
     field_path,
 )
+from scheduler_daemon.actions.redact import REDACTED
+from scheduler_daemon.actions.webhook import DEFAULT_REDACT_HEADERS
 from scheduler_daemon.api.context import ApiContext, context
 from scheduler_daemon.api.metrics import count_created
 from scheduler_daemon.api.problems import Handler, Problem, from_validation, invalid
@@ -57,34 +59,65 @@ _HIDDEN = {"request_hash"}
 _SECRET_FIELDS = ("signing_secret",)
 
 
-def _shown(task: Task) -> Task:
+def _shown(task: Task, redact_headers: Collection[str]) -> Task:
+    """The task as the API shows it: its secrets masked (stored as they are). Masked: the
+    payload's signing secret, and a webhook's header values whose names are in
+    ``redact_headers`` (lower case; log.redact_headers)."""
     payload = task.payload
-    if not any(k in payload for k in _SECRET_FIELDS):
-        return task
-    masked = {k: ("***" if k in _SECRET_FIELDS else v) for k, v in payload.items()}
-    return dataclasses.replace(task, payload=masked)
+    masked: dict[str, Any] | None = None
+    if any(k in payload for k in _SECRET_FIELDS):
+        masked = {k: (REDACTED if k in _SECRET_FIELDS else v) for k, v in payload.items()}
+    headers = payload.get("headers")
+    if (
+        task.action == "webhook"
+        and isinstance(headers, dict)
+        and any(isinstance(k, str) and k.lower() in redact_headers for k in headers)
+    ):
+        masked = dict(masked if masked is not None else payload)
+        masked["headers"] = {
+            k: (REDACTED if isinstance(k, str) and k.lower() in redact_headers else v)
+            for k, v in headers.items()
+        }
+    return task if masked is None else dataclasses.replace(task, payload=masked)
 
 
-def task_json(task: Task) -> bytes:
-    return _TASK_JSON.dump_json(_shown(task), exclude=_HIDDEN)
+def redacted_headers(request: web.Request) -> frozenset[str]:
+    """The header names whose values the API masks (log.redact_headers), in lower case."""
+    return frozenset(h.lower() for h in context(request).settings().log.redact_headers)
 
 
-def tasks_json(tasks: list[Task]) -> bytes:
-    return _TASKS_JSON.dump_json([_shown(t) for t in tasks], exclude={"__all__": _HIDDEN})
+def task_json(task: Task, redact_headers: Collection[str] = DEFAULT_REDACT_HEADERS) -> bytes:
+    return _TASK_JSON.dump_json(_shown(task, redact_headers), exclude=_HIDDEN)
 
 
-def page_response(page: Page) -> web.Response:
+def tasks_json(
+    tasks: list[Task], redact_headers: Collection[str] = DEFAULT_REDACT_HEADERS
+) -> bytes:
+    shown = [_shown(t, redact_headers) for t in tasks]
+    return _TASKS_JSON.dump_json(shown, exclude={"__all__": _HIDDEN})
+
+
+def page_response(
+    page: Page, redact_headers: Collection[str] = DEFAULT_REDACT_HEADERS
+) -> web.Response:
     """A page of tasks: ``{"items": [...], "next_cursor": ...}`` (TaskList)."""
     cursor = json.dumps(page.next_cursor).encode()
-    body = b'{"items":' + tasks_json(page.items) + b',"next_cursor":' + cursor + b"}"
+    items = tasks_json(page.items, redact_headers)
+    body = b'{"items":' + items + b',"next_cursor":' + cursor + b"}"
     return web.Response(body=body, content_type="application/json")
 
 
 def task_response(
-    task: Task, status: int = 200, headers: dict[str, str] | None = None
+    task: Task,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    redact_headers: Collection[str] = DEFAULT_REDACT_HEADERS,
 ) -> web.Response:
     return web.Response(
-        status=status, body=task_json(task), content_type="application/json", headers=headers
+        status=status,
+        body=task_json(task, redact_headers),
+        content_type="application/json",
+        headers=headers,
     )
 
 
@@ -220,6 +253,7 @@ async def create_task(request: web.Request) -> web.Response:
         task,
         status=201 if created else 200,
         headers={"Location": f"/v1/tasks/{task.id}"},
+        redact_headers=redacted_headers(request),
     )
 
 
@@ -263,7 +297,12 @@ async def _create_recurring(
     _, task = await ctx.schedules.create_schedule(schedule, first_task=first)
     assert task is not None
     count_created(request, [(task, True)])
-    return task_response(task, status=201, headers={"Location": f"/v1/tasks/{task.id}"})
+    return task_response(
+        task,
+        status=201,
+        headers={"Location": f"/v1/tasks/{task.id}"},
+        redact_headers=redacted_headers(request),
+    )
 
 
 class _BatchEnvelope(BaseModel):
@@ -303,7 +342,7 @@ async def create_batch(request: web.Request) -> web.Response:
     outcomes = await _create(ctx, tasks, "tasks")
     count_created(request, outcomes)
     created = sum(1 for _, new in outcomes if new)
-    items = tasks_json([t for t, _ in outcomes])
+    items = tasks_json([t for t, _ in outcomes], redacted_headers(request))
     return web.Response(
         status=201 if created else 200,
         body=b'{"items":' + items + b',"created":%d}' % created,
@@ -333,12 +372,13 @@ async def list_tasks(request: web.Request) -> web.Response:
         created_before=query.created_before,
         run_after=query.run_after,
         run_before=query.run_before,
+        search=query.q,
     )
     try:
         page = await context(request).store.list_tasks(flt, query.limit, query.cursor)
     except InvalidCursor as exc:
         raise invalid([FieldError("cursor", str(exc))]) from None
-    return page_response(page)
+    return page_response(page, redacted_headers(request))
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -346,7 +386,7 @@ async def get_task(request: web.Request) -> web.Response:
     task = await context(request).store.get_task(task_id)
     if task is None:
         raise not_found(task_id)
-    return task_response(task)
+    return task_response(task, redact_headers=redacted_headers(request))
 
 
 async def list_attempts(request: web.Request) -> web.Response:
@@ -380,7 +420,7 @@ def _transition(
         task = await change(context(request).store, task_id)
         if task is None:
             raise await _conflict(request, task_id, what, allowed)
-        return task_response(task)
+        return task_response(task, redact_headers=redacted_headers(request))
 
     return handle
 

@@ -15,6 +15,7 @@ from scheduler_daemon.aws.publisher import Publisher, PublisherOptions
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.limits import QueueLimiter
 from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import Settings
@@ -73,6 +74,7 @@ async def eventbridge_backend(
     owner: str,
     clock: Clock,
     metrics: Metrics | None = None,
+    limiter: QueueLimiter | None = None,
 ) -> AsyncIterator[EventBridgeBackend]:
     s = settings()
     async with (
@@ -102,6 +104,7 @@ async def eventbridge_backend(
                 lambda: consumer_options(settings()),
                 lease_s=lambda: settings().executor.lease_s,
                 metrics=metrics,
+                limiter=limiter,
             ),
             messages=messages,
         )

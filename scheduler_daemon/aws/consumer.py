@@ -29,6 +29,7 @@ from scheduler_daemon.aws.clients import AWS_ERRORS, error_code
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
 from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.limits import NO_LIMITS, QueueLimiter
 from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
@@ -44,6 +45,10 @@ MAX_VISIBILITY_S = 43_000  # SQS allows 12 hours (43,200 s) from the receive
 # A message due this soon is held in memory (its slot kept) and claimed at run_at; one due
 # later is made invisible until about a second before run_at.
 HOLD_IN_PROCESS_S = 2.0
+# A due message whose queue is paused, or at a limit, comes back after this long (at least:
+# a rate limit's next token may be further away).
+PAUSED_RECHECK_S = 15
+LIMITED_RECHECK_S = 2
 BODY_LOG_LIMIT = 256
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -224,7 +229,9 @@ class Consumer:
         options: Callable[[], ConsumerOptions],
         lease_s: Callable[[], float],
         metrics: Metrics | None = None,
+        limiter: QueueLimiter | None = None,
     ) -> None:
+        self._limiter = limiter
         self._outbox = outbox
         self._sqs = sqs
         self._messages = messages
@@ -315,25 +322,20 @@ class Consumer:
         return await self.dispatch(wakeups) if wakeups else 0
 
     async def dispatch(self, wakeups: Sequence[WakeUp]) -> int:
-        """Claim the tasks of parsed messages, hold early ones, drop stale ones; returns how
-        many reserved slots they keep."""
+        """Claim the tasks of parsed messages, hold early ones, drop stale ones, defer those
+        of paused queues and queues at a limit; returns how many reserved slots they keep."""
         # One claim per task (duplicates in one batch: the others are spent).
         first: dict[uuid.UUID, WakeUp] = {}
         for w in wakeups:
             first.setdefault(w.task_id, w)
+        plan = self._limiter.plan() if self._limiter is not None else NO_LIMITS
         claimed = await self._outbox.claim_messages(
-            self._owner, [(w.task_id, w.series) for w in first.values()], self._lease_s()
+            self._owner,
+            [(w.task_id, w.series) for w in first.values()],
+            self._lease_s(),
+            plan.excluded,
         )
-        for task in claimed:
-            self._registry.add(task)
-            self._messages.track(task.id, first[task.id].receipt)
-            self._ready.put_nowait(task)
-            self._log.debug("task_claimed", task_id=str(task.id), attempt=task.attempt)
-        if claimed:
-            self.claimed_total += len(claimed)
-            self._count("claimed", len(claimed))
-            if self._metrics is not None:
-                self._metrics.claimed(claimed)
+        self._started(claimed, first)
         claimed_ids = {t.id for t in claimed}
         rest = [w for w in wakeups if w.task_id not in claimed_ids or first[w.task_id] is not w]
         if not rest:
@@ -341,6 +343,8 @@ class Consumer:
         states = await self._outbox.message_tasks([w.task_id for w in rest])
         held_here = 0
         later: list[tuple[str, int]] = []  # early messages: invisible until ~1 s before
+        gated: dict[str, list[WakeUp]] = {}  # due, in a queue with room under its limits
+        deferred: list[tuple[WakeUp, int]] = []
         for w in rest:
             state = states.get(w.task_id)
             current = (
@@ -352,6 +356,13 @@ class Consumer:
             if not current or state is None:
                 self._count("stale")
                 self._messages.discard(w.receipt)
+            elif state.due_in_s <= 0 and state.paused:
+                deferred.append((w, PAUSED_RECHECK_S))
+            elif state.due_in_s <= 0 and state.queue in plan.blocked:
+                wait = math.ceil(plan.wake_in_s or 0.0)
+                deferred.append((w, max(LIMITED_RECHECK_S, wait)))
+            elif state.due_in_s <= 0 and state.queue in plan.limited:
+                gated.setdefault(state.queue, []).append(w)
             elif state.due_in_s <= HOLD_IN_PROCESS_S:
                 held_here += 1
                 self._hold(w, state.due_in_s)
@@ -359,8 +370,42 @@ class Consumer:
                 self._count("held")
                 seconds = min(max(math.floor(state.due_in_s - 1.0), 1), MAX_VISIBILITY_S)
                 later.append((w.receipt, seconds))
+        taken = 0
+        for queue, waiting in gated.items():
+            room = plan.limited[queue]
+            got = await self._outbox.claim_queue_messages(
+                self._owner,
+                queue,
+                [(w.task_id, w.series) for w in waiting],
+                len(waiting) if room.room is None else min(room.room, len(waiting)),
+                self._lease_s(),
+                room.global_limit,
+            )
+            if self._limiter is not None:
+                self._limiter.took(queue, len(got))
+            self._started(got, first)
+            taken += len(got)
+            got_ids = {t.id for t in got}
+            deferred.extend((w, LIMITED_RECHECK_S) for w in waiting if w.task_id not in got_ids)
+        if deferred:
+            self._count("deferred", len(deferred))
+            await self._outbox.deferred([w.task_id for w, _ in deferred])
+            later.extend((w.receipt, seconds) for w, seconds in deferred)
         await self._messages.set_visibilities(later)
-        return len(claimed) + held_here
+        return len(claimed) + taken + held_here
+
+    def _started(self, claimed: Sequence[ClaimedTask], first: dict[uuid.UUID, WakeUp]) -> None:
+        for task in claimed:
+            self._slots.enter(task.queue)
+            self._registry.add(task)
+            self._messages.track(task.id, first[task.id].receipt)
+            self._ready.put_nowait(task)
+            self._log.debug("task_claimed", task_id=str(task.id), attempt=task.attempt)
+        if claimed:
+            self.claimed_total += len(claimed)
+            self._count("claimed", len(claimed))
+            if self._metrics is not None:
+                self._metrics.claimed(claimed)
 
     def _hold(self, wakeup: WakeUp, due_in_s: float) -> None:
         """Keep the message (and its reserved slot) until run_at, then claim it."""

@@ -114,7 +114,7 @@ class Executor:
                 if result is not None:
                     self._results.put_nowait(result)
             finally:
-                self._slots.give(1)
+                self._slots.give(1, task.queue)
 
     async def _attempt(self, task: ClaimedTask) -> AttemptResult | None:
         """Run one attempt; None when the lease was lost meanwhile (nothing is recorded)."""

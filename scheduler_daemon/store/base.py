@@ -39,14 +39,34 @@ class TaskFilter:
     created_before: datetime | None = None
     run_after: datetime | None = None
     run_before: datetime | None = None
+    # A task id (when it is a UUID) or an idempotency key or its prefix.
+    search: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCounts:
+    """Tasks counted in one statement, as of ``at`` (the database's now())."""
+
+    at: datetime
+    by_status_queue: dict[tuple[TaskStatus, str], int]  # pairs with no task are left out
+    due_now: int  # scheduled and due, not yet claimed
+    failed_last_hour: int  # failed (for good) within the hour before ``at``
 
 
 class EngineStore(Protocol):
     """What the engine's loops need: claim, complete, leases, rescue."""
 
-    async def claim(self, owner: str, limit: int, lease_s: float) -> list[ClaimedTask]: ...
+    async def claim(
+        self, owner: str, limit: int, lease_s: float, exclude: Sequence[str] = ()
+    ) -> list[ClaimedTask]: ...
 
-    async def next_due_in(self) -> float | None: ...
+    async def claim_queue(
+        self, owner: str, queue: str, limit: int, lease_s: float, global_limit: int | None
+    ) -> list[ClaimedTask]: ...
+
+    async def next_due_in(self, exclude: Sequence[str] = ()) -> float | None: ...
+
+    async def paused_queues(self) -> frozenset[str]: ...
 
     async def complete(self, owner: str, results: Sequence[AttemptResult]) -> set[uuid.UUID]: ...
 
@@ -95,5 +115,7 @@ class TaskStore(Protocol):
     async def list_attempts(self, task_id: uuid.UUID) -> list[Attempt]: ...
 
     async def cancel_task(self, task_id: uuid.UUID) -> Task | None: ...
+
+    async def count_tasks(self) -> TaskCounts: ...
 
     async def ping(self) -> None: ...

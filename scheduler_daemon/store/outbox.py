@@ -50,6 +50,8 @@ class MessageTask:
     status: TaskStatus
     version: int
     due_in_s: float
+    queue: str = "default"
+    paused: bool = False
 
 
 class OutboxBatch:
@@ -121,20 +123,58 @@ class OutboxStore:
         return [r["id"] for r in rows]
 
     async def claim_messages(
-        self, owner: str, messages: Sequence[tuple[uuid.UUID, int]], lease_s: float
+        self,
+        owner: str,
+        messages: Sequence[tuple[uuid.UUID, int]],
+        lease_s: float,
+        exclude: Sequence[str] = (),
     ) -> list[ClaimedTask]:
+        """Claim the due tasks of wake-ups (task id, series), but not those of paused queues
+        or of the queues in ``exclude``."""
         rows = await self.pool.fetch(
             queries.CLAIM_MESSAGES,
             [task_id for task_id, _ in messages],
             [version for _, version in messages],
             owner,
             lease_s,
+            list(exclude),
         )
         return claimed_tasks(rows)
+
+    async def claim_queue_messages(
+        self,
+        owner: str,
+        queue: str,
+        messages: Sequence[tuple[uuid.UUID, int]],
+        limit: int,
+        lease_s: float,
+        global_limit: int | None,
+    ) -> list[ClaimedTask]:
+        """Claim up to ``limit`` tasks of wake-ups of ``queue``, within its global limit."""
+        args = (
+            limit,
+            owner,
+            lease_s,
+            queue,
+            global_limit,
+            [task_id for task_id, _ in messages],
+            [version for _, version in messages],
+        )
+        async with self.pool.acquire() as conn, conn.transaction():
+            if global_limit is not None:
+                await conn.execute(queries.LOCK_QUEUE, queue)
+            rows = await conn.fetch(queries.CLAIM_QUEUE_MESSAGES, *args)
+        return claimed_tasks(rows)
+
+    async def deferred(self, ids: Sequence[uuid.UUID]) -> None:
+        """Wake-ups held back by a queue's pause or limit are alive: not to be republished."""
+        await self.pool.execute(queries.WAKEUPS_DEFERRED, list(ids))
 
     async def message_tasks(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MessageTask]:
         rows = await self.pool.fetch(queries.MESSAGE_TASKS, list(ids))
         return {
-            r["id"]: MessageTask(TaskStatus(r["status"]), r["wake_version"], r["due_in_s"])
+            r["id"]: MessageTask(
+                TaskStatus(r["status"]), r["wake_version"], r["due_in_s"], r["queue"], r["paused"]
+            )
             for r in rows
         }

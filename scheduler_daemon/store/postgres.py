@@ -25,10 +25,10 @@ from scheduler_daemon.domain.models import (
     TaskStatus,
 )
 from scheduler_daemon.store import queries
-from scheduler_daemon.store.base import Rescued, TaskFilter
+from scheduler_daemon.store.base import Rescued, TaskCounts, TaskFilter
 from scheduler_daemon.store.migrate import migrate
 
-NOTIFY_CHANNEL = "scheduler_tasks"
+NOTIFY_CHANNEL = queries.NOTIFY_CHANNEL
 
 
 class InvalidCursor(ValueError):
@@ -203,6 +203,20 @@ def claimed_tasks(rows: Sequence[asyncpg.Record]) -> list[ClaimedTask]:
     ]
 
 
+async def _claim_queue(
+    conn: Connection,
+    owner: str,
+    queue: str,
+    limit: int,
+    lease_s: float,
+    global_limit: int | None,
+) -> list[ClaimedTask]:
+    if global_limit is not None:
+        await conn.execute(queries.LOCK_QUEUE, queue)
+    rows = await conn.fetch(queries.CLAIM_QUEUE, limit, owner, lease_s, queue, global_limit)
+    return claimed_tasks(rows)
+
+
 def encode_cursor(created_at: datetime, task_id: uuid.UUID) -> str:
     raw = f"{created_at.isoformat()}|{task_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -218,6 +232,47 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         return created_at, uuid.UUID(ident)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidCursor("cursor is not one this API returned") from exc
+
+
+def _successor(prefix: str) -> str | None:
+    """The least string greater than every string starting with ``prefix``, in code point
+    (UTF-8 byte) order; None when there is none (only U+10FFFF characters)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code == 0xD800:  # surrogates cannot be stored: skip them
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(code)
+    return None
+
+
+def _search_clause(text: str, args: list[Any]) -> str:
+    """``GET /v1/tasks?q=``: the task whose id is ``text`` (when it is a UUID), and the tasks
+    whose idempotency key starts with ``text`` (equal to it included). Appends its parameters
+    to ``args``.
+
+    The LIKE pattern decides; the byte-wise range (~>=~ and ~<~, text_pattern_ops) lets
+    tasks_idempotency_key_pattern_idx find the keys in any collation, also when the prepared
+    statement runs with a generic plan (a LIKE with a parameter cannot use an index then).
+    """
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    args.extend([escaped + "%", text])
+    parts = [
+        f"idempotency_key LIKE ${len(args) - 1} ESCAPE '\\'",
+        f"idempotency_key ~>=~ ${len(args)}",
+    ]
+    upper = _successor(text)
+    if upper is not None:
+        args.append(upper)
+        parts.append(f"idempotency_key ~<~ ${len(args)}")
+    by_key = " AND ".join(parts)
+    try:
+        task_id = uuid.UUID(text)
+    except ValueError:
+        return f"({by_key})"
+    args.append(task_id)
+    return f"(id = ${len(args)} OR ({by_key}))"
 
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -384,6 +439,8 @@ class PostgresStore:
             if value is not None:
                 args.append(value)
                 clauses.append(f"{column} {op} ${len(args)}")
+        if flt.search is not None:
+            clauses.append(_search_clause(flt.search, args))
         if cursor is not None:
             created_at, last_id = decode_cursor(cursor)
             args.extend([created_at, last_id])
@@ -400,6 +457,18 @@ class PostgresStore:
         if len(rows) > limit and items:
             next_cursor = encode_cursor(items[-1].created_at, items[-1].id)
         return Page(items=items, next_cursor=next_cursor)
+
+    async def count_tasks(self) -> TaskCounts:
+        """Tasks per status and queue, due now and failed in the last hour, in one snapshot."""
+        row = await self.pool.fetchrow(queries.COUNT_TASKS)
+        assert row is not None
+        groups = zip(row["statuses"], row["queues"], row["counts"], strict=True)
+        return TaskCounts(
+            at=row["db_now"],
+            by_status_queue={(TaskStatus(s), q): n for s, q, n in groups},
+            due_now=row["due_now"],
+            failed_last_hour=row["failed_last_hour"],
+        )
 
     async def list_attempts(self, task_id: uuid.UUID) -> list[Attempt]:
         rows = await self.pool.fetch(queries.LIST_ATTEMPTS, task_id)
@@ -475,13 +544,79 @@ class PostgresStore:
 
     # -- engine side ----------------------------------------------------------------------
 
-    async def claim(self, owner: str, limit: int, lease_s: float) -> list[ClaimedTask]:
-        rows = await self.pool.fetch(queries.CLAIM, limit, owner, lease_s)
-        return claimed_tasks(rows)
+    async def claim(
+        self, owner: str, limit: int, lease_s: float, exclude: Sequence[str] = ()
+    ) -> list[ClaimedTask]:
+        """Up to ``limit`` due tasks of any queue but paused ones and those in ``exclude``.
 
-    async def next_due_in(self) -> float | None:
-        value: float | None = await self.pool.fetchval(queries.NEXT_DUE_IN)
+        With exclusions the allowed queues are claimed one by one: each first gets an even
+        share of ``limit``, then what is left goes to those that had more. Claim order
+        (priority, run_at) holds within each queue.
+        """
+        if not exclude:
+            rows = await self.pool.fetch(queries.CLAIM, limit, owner, lease_s)
+            return claimed_tasks(rows)
+        left_out = set(exclude)
+        claimed: list[ClaimedTask] = []
+        async with self._per_queue() as conn:  # one transaction: the list and every claim
+            names = [r["queue"] for r in await conn.fetch(queries.SCHEDULED_QUEUES)]
+            allowed = [name for name in names if name not in left_out]
+            full: list[str] = []  # queues that gave their whole share: they may have more
+            share = -(-limit // max(len(allowed), 1))
+            for name in allowed:
+                want = min(share, limit - len(claimed))
+                if want <= 0:
+                    break
+                got = await _claim_queue(conn, owner, name, want, lease_s, None)
+                claimed.extend(got)
+                if len(got) == want:
+                    full.append(name)
+            for name in full:
+                want = limit - len(claimed)
+                if want <= 0:
+                    break
+                claimed.extend(await _claim_queue(conn, owner, name, want, lease_s, None))
+        return claimed
+
+    async def claim_queue(
+        self, owner: str, queue: str, limit: int, lease_s: float, global_limit: int | None
+    ) -> list[ClaimedTask]:
+        """Up to ``limit`` due tasks of ``queue``; with ``global_limit``, never more than that
+        many running in the queue across all daemons (claims of the queue serialised by a
+        transaction-scoped advisory lock)."""
+        async with self._per_queue() as conn:
+            return await _claim_queue(conn, owner, queue, limit, lease_s, global_limit)
+
+    @asynccontextmanager
+    async def _per_queue(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+        """A transaction planning its statements for one queue (queries.PER_QUEUE_PLANNING)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(queries.PER_QUEUE_PLANNING)
+            yield conn
+
+    async def next_due_in(self, exclude: Sequence[str] = ()) -> float | None:
+        """Seconds until the earliest scheduled task is due (negative: overdue; None: nothing
+        scheduled), leaving out the queues in ``exclude`` and, when that is given, paused ones."""
+        if not exclude:
+            value: float | None = await self.pool.fetchval(queries.NEXT_DUE_IN)
+            return value
+        left_out = set(exclude) | await self.paused_queues()
+        async with self._per_queue() as conn:
+            names = [r["queue"] for r in await conn.fetch(queries.SCHEDULED_QUEUES)]
+            earliest = [
+                await conn.fetchval(queries.QUEUE_NEXT_RUN, name)
+                for name in names
+                if name not in left_out
+            ]
+            times = [t for t in earliest if t is not None]
+            if not times:
+                return None
+            value = await conn.fetchval(queries.SECONDS_UNTIL, min(times))
         return value
+
+    async def paused_queues(self) -> frozenset[str]:
+        rows = await self.pool.fetch(queries.PAUSED_QUEUES)
+        return frozenset(r["queue"] for r in rows)
 
     async def count_due(self) -> int:
         """Scheduled tasks that are due and not claimed."""

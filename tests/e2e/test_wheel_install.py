@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -147,6 +148,15 @@ def test_wheel_holds_the_package_and_its_data_files_only(installed: InstalledVen
     shipped = sorted(n.rsplit("/", 1)[1] for n in names if n.endswith(".sql"))
     assert shipped == [m.name for m in MIGRATIONS]
     assert "scheduler_daemon/api/static/docs-init.js" in names
+    # The dashboard: its shell and every static file (scripts, style, icon).
+    ui_dir = REPO_ROOT / "scheduler_daemon" / "ui"
+    ui_files = {
+        f"scheduler_daemon/ui/{p.relative_to(ui_dir).as_posix()}"
+        for p in [ui_dir / "shell.html", *(ui_dir / "static").rglob("*")]
+        if p.is_file()
+    }
+    assert {"scheduler_daemon/ui/static/app.js", "scheduler_daemon/ui/static/style.css"} <= ui_files
+    assert ui_files <= set(names), sorted(ui_files - set(names))
 
 
 async def test_installed_wheel_runs_the_production_config(
@@ -209,12 +219,19 @@ async def test_installed_wheel_runs_the_production_config(
         assert (code, out.strip()) == (0, "healthy"), (code, out, err)
 
         # Packaged static assets: Swagger UI (from its package) and our start-up script.
-        for path in ("/docs", "/openapi.json", "/docs/assets/docs-init.js"):
+        for path in ("/docs", "/openapi.json", "/docs/assets/docs-init.js", "/ui", "/ui/tasks"):
             async with http.get(f"{daemon.base_url}{path}") as resp:
                 assert resp.status == 200, (path, resp.status, await resp.text())
                 assert await resp.read(), path
         async with http.get(f"{daemon.base_url}/docs/static/swagger-ui-bundle.js") as resp:
             assert resp.status == 200, resp.status
+        # The dashboard's scripts, from the wheel's package data.
+        async with http.get(f"{daemon.base_url}/ui") as resp:
+            shell = await resp.text()
+        [app_js] = re.findall(r'src="(/ui/static/[^"]+/app\.js)"', shell)
+        for asset in (app_js, app_js.replace("app.js", "pages/overview.js")):
+            async with http.get(f"{daemon.base_url}{asset}") as resp:
+                assert resp.status == 200, (asset, resp.status)
 
         # The tokens from SCHEDULER_HTTP__TOKENS are in force.
         async with http.get(f"{daemon.base_url}/v1/tasks") as resp:

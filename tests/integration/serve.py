@@ -14,6 +14,7 @@ from scheduler_daemon.api.context import ApiContext
 from scheduler_daemon.app import default_actions
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.postgres import PostgresStore
+from scheduler_daemon.store.queues import QueueStore
 from scheduler_daemon.store.schedules import ScheduleStore
 
 
@@ -27,7 +28,12 @@ async def serve_url(store: PostgresStore, settings: Settings | None = None) -> A
     """The API app on a free loopback port; its base URL."""
     current = settings or Settings()
     ctx = ApiContext(
-        store, default_actions(), AlwaysReady(), lambda: current, ScheduleStore(store.pool)
+        store,
+        default_actions(),
+        AlwaysReady(),
+        lambda: current,
+        ScheduleStore(store.pool),
+        queues=QueueStore(store.pool),
     )
     runner = web.AppRunner(create_app(ctx))
     await runner.setup()

@@ -350,3 +350,184 @@ async def test_a_webhook_signing_secret_is_never_shown_again(
     stored = await store.get_task(uuid.UUID(created["id"]))
     assert stored is not None
     assert stored.payload["signing_secret"] == secret  # kept for signing
+
+
+async def _listed(api: aiohttp.ClientSession, **params: str) -> list[str]:
+    async with api.get("/v1/tasks", params=params) as resp:
+        assert resp.status == 200, await resp.text()
+        return [t["id"] for t in (await resp.json())["items"]]
+
+
+async def test_search_by_id_or_idempotency_key(api: aiohttp.ClientSession) -> None:
+    keys = ["order-17", "order-170", "order-2", "orDer-17", "50%off", "500", "a_b", "axb"]
+    ids: dict[str, str] = {}
+    for key in keys:
+        status, task = await _post(
+            api, "/v1/tasks", {"action": "noop", "delay_s": 600, "idempotency_key": key}
+        )
+        assert status == 201, task
+        ids[key] = task["id"]
+    _, keyless = await _post(api, "/v1/tasks", {"action": "noop", "delay_s": 600})
+
+    def of(*names: str) -> list[str]:
+        return [ids[n] for n in reversed(keys) if n in names]  # newest first
+
+    assert await _listed(api, q="order-17") == of("order-17", "order-170")  # exact and prefix
+    assert await _listed(api, q="order-170") == of("order-170")
+    assert await _listed(api, q="order-") == of("order-17", "order-170", "order-2")
+    assert await _listed(api, q="orDer") == of("orDer-17")  # case matters
+    assert await _listed(api, q="order-3") == []
+    # % and _ are plain characters, not wildcards.
+    assert await _listed(api, q="50%") == of("50%off")
+    assert await _listed(api, q="a_") == of("a_b")
+    assert await _listed(api, q="%") == []
+    # A UUID finds the task with that id, whatever its key (or none).
+    assert await _listed(api, q=keyless["id"]) == [keyless["id"]]
+    assert await _listed(api, q=ids["a_b"].upper()) == [ids["a_b"]]
+    assert await _listed(api, q=str(uuid.uuid4())) == []
+    # An empty q is no search at all.
+    assert len(await _listed(api, q="")) == len(keys) + 1
+
+
+async def test_search_by_prefix_beyond_ascii(api: aiohttp.ClientSession) -> None:
+    """The index range ends at the prefix's successor in code point order: checked at the
+    edges (the last code point before the surrogates, the last one of all)."""
+    keys = ["ключ-1", "ключ-2", "клюв", "x\ud7ff1", "x\ue000", "y\U0010ffffz", "z", "🙂-a"]
+    ids = {}
+    for key in keys:
+        _, task = await _post(
+            api, "/v1/tasks", {"action": "noop", "delay_s": 600, "idempotency_key": key}
+        )
+        ids[key] = task["id"]
+    assert await _listed(api, q="ключ-") == [ids["ключ-2"], ids["ключ-1"]]
+    assert await _listed(api, q="клю") == [ids["клюв"], ids["ключ-2"], ids["ключ-1"]]
+    assert await _listed(api, q="x\ud7ff") == [ids["x\ud7ff1"]]
+    assert await _listed(api, q="y\U0010ffff") == [ids["y\U0010ffffz"]]
+    assert await _listed(api, q="🙂") == [ids["🙂-a"]]
+
+
+async def test_search_finds_a_key_that_is_a_uuid(api: aiohttp.ClientSession) -> None:
+    key = str(uuid.uuid4())
+    _, keyed = await _post(
+        api, "/v1/tasks", {"action": "noop", "delay_s": 600, "idempotency_key": key}
+    )
+    assert keyed["id"] != key
+    assert await _listed(api, q=key) == [keyed["id"]]
+
+
+async def test_search_combines_with_filters_and_the_cursor(api: aiohttp.ClientSession) -> None:
+    ids = []
+    for i in range(5):
+        body = {"action": "noop", "delay_s": 600, "idempotency_key": f"batch-7-{i}"}
+        body["queue"] = "emails" if i % 2 == 0 else "reports"
+        _, task = await _post(api, "/v1/tasks", body)
+        ids.append(task["id"])
+    await _post(api, "/v1/tasks", {"action": "noop", "idempotency_key": "batch-8-0"})
+    async with api.delete(f"/v1/tasks/{ids[4]}") as resp:
+        assert resp.status == 200
+
+    assert await _listed(api, q="batch-7", queue="emails") == [ids[4], ids[2], ids[0]]
+    assert await _listed(api, q="batch-7", queue="emails", status="scheduled") == [
+        ids[2],
+        ids[0],
+    ]
+    pages: list[str] = []
+    params = {"q": "batch-7-", "limit": "2"}
+    while True:
+        async with api.get("/v1/tasks", params=params) as resp:
+            assert resp.status == 200
+            page = await resp.json()
+        pages.extend(t["id"] for t in page["items"])
+        if page["next_cursor"] is None:
+            break
+        params = {"q": "batch-7-", "limit": "2", "cursor": page["next_cursor"]}
+    assert pages == list(reversed(ids))
+
+
+async def test_search_rejects_what_no_key_can_be(api: aiohttp.ClientSession) -> None:
+    for bad in ("x" * 201, "a\x00b"):
+        async with api.get("/v1/tasks", params={"q": bad}) as resp:
+            assert resp.status == 422
+            assert _fields(await resp.json()) == ["q"]
+    # Bytes that are no UTF-8 (here a lone surrogate) arrive as U+FFFD: searched, not a 500.
+    async with api.get("/v1/tasks?q=%ED%A0%80") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["items"] == []
+
+
+async def test_list_by_schedule_id(api: aiohttp.ClientSession) -> None:
+    run_at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    _, first = await _post(
+        api, "/v1/tasks", {"action": "noop", "run_at": run_at, "recurrence": "daily"}
+    )
+    assert first["schedule_id"] is not None
+    _, other = await _post(
+        api, "/v1/tasks", {"action": "noop", "run_at": run_at, "recurrence": "weekly"}
+    )
+    await _post(api, "/v1/tasks", {"action": "noop", "delay_s": 60})
+    assert await _listed(api, schedule_id=first["schedule_id"]) == [first["id"]]
+    assert await _listed(api, schedule_id=other["schedule_id"]) == [other["id"]]
+    async with api.get("/v1/tasks", params={"schedule_id": "nope"}) as resp:
+        assert resp.status == 422
+        assert _fields(await resp.json()) == ["schedule_id"]
+
+
+def _webhook(headers: dict[str, str]) -> dict[str, Any]:
+    return {
+        "action": "webhook",
+        "payload": {"url": "https://example.com/hook", "headers": headers},
+        "delay_s": 3600,
+    }
+
+
+async def test_webhook_credentials_in_headers_are_masked(
+    api: aiohttp.ClientSession, store: PostgresStore
+) -> None:
+    headers = {
+        "Authorization": "Bearer tok-123456",
+        "X-API-Key": "key-987654",
+        "Cookie": "session=abcdef",
+        "X-Request-Source": "billing",
+    }
+    status, created = await _post(api, "/v1/tasks", _webhook(headers))
+    assert status == 201, created
+    expected = {
+        "Authorization": "***",
+        "X-API-Key": "***",
+        "Cookie": "***",
+        "X-Request-Source": "billing",
+    }
+    assert created["payload"]["headers"] == expected
+    async with api.get(f"/v1/tasks/{created['id']}") as resp:
+        shown = await resp.json()
+    assert shown["payload"]["headers"] == expected
+    assert shown["payload"]["url"] == "https://example.com/hook"
+    async with api.get("/v1/tasks", params={"action": "webhook"}) as resp:
+        listed = await resp.text()
+    _, batch = await _post(api, "/v1/tasks/batch", {"tasks": [_webhook(headers)]})
+    for text in (str(created), str(shown), listed, str(batch)):
+        for secret in ("tok-123456", "key-987654", "abcdef"):
+            assert secret not in text
+    stored = await store.get_task(uuid.UUID(created["id"]))
+    assert stored is not None
+    assert stored.payload["headers"] == headers  # stored as sent: the webhook needs them
+
+
+async def test_masked_headers_follow_log_redact_headers(store: PostgresStore) -> None:
+    settings = Settings(log={"redact_headers": ["x-tenant-secret"]})
+    async with serve_api(store, settings) as api:
+        _, created = await _post(
+            api, "/v1/tasks", _webhook({"X-Tenant-Secret": "s-1", "Authorization": "Basic x"})
+        )
+        async with api.get(f"/v1/tasks/{created['id']}") as resp:
+            shown = await resp.json()
+    assert shown["payload"]["headers"] == {"X-Tenant-Secret": "***", "Authorization": "Basic x"}
+
+
+async def test_headers_of_other_actions_are_shown_as_stored(api: aiohttp.ClientSession) -> None:
+    _, created = await _post(
+        api,
+        "/v1/tasks",
+        {"action": "log", "payload": {"message": "m", "level": "info"}, "delay_s": 60},
+    )
+    assert created["payload"] == {"message": "m", "level": "info"}

@@ -277,3 +277,27 @@ def test_bad_signing_secret_is_rejected_naming_the_key(monkeypatch: pytest.Monke
     with pytest.raises(ConfigError, match=r"webhook\.signing_secrets") as exc:
         load_settings()
     assert "not-base64" not in str(exc.value)
+
+
+def test_queue_limits_load_from_toml_and_bad_ones_name_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "queues.toml"
+    config.write_text(
+        "[queues.mail]\nconcurrency = 5\nglobal_concurrency = 20\nrate_per_s = 2.5\n"
+        '[queues."reports.v2"]\nburst = 3\nrate_per_s = 1\n'
+    )
+    s = load_settings(config)
+    assert s.queues["mail"].concurrency == 5
+    assert s.queues["mail"].global_concurrency == 20
+    assert s.queues["mail"].bucket_size == 2.5
+    assert s.queues["reports.v2"].bucket_size == 3.0
+    config.write_text("[queues.mail]\nburst = 3\n")
+    with pytest.raises(ConfigError, match=r"queues\.mail.*burst is set but rate_per_s is not"):
+        load_settings(config)
+    config.write_text("[queues.mail]\nconcurrency = 0\n")
+    with pytest.raises(ConfigError, match=r"queues\.mail\.concurrency"):
+        load_settings(config)
+    config.write_text('[queues."bad name"]\nconcurrency = 1\n')
+    with pytest.raises(ConfigError, match=r"queue name 'bad name' is not valid"):
+        load_settings(config)
