@@ -231,7 +231,7 @@ class Daemon:
         slots = Slots(s.executor.concurrency)
         registry = LeaseRegistry(clock)
         backoff = _backoff(lambda: self.settings.retry)
-        metrics = Metrics()
+        metrics = Metrics(now=clock.now)
         metrics.track_slots(lambda: slots.in_use, lambda: slots.capacity)
         metrics.track_pool(lambda: store.pool.get_size() - store.pool.get_idle_size())
         metrics.track_due(store.count_due)

@@ -13,7 +13,7 @@ from scheduler_daemon.api.context import context
 from scheduler_daemon.api.problems import from_validation, invalid
 from scheduler_daemon.api.routes import Response, Route
 from scheduler_daemon.api.schemas import NAME_PATTERN, TaskList
-from scheduler_daemon.api.tasks import json_response, page_response, read_json
+from scheduler_daemon.api.tasks import json_response, page_response, read_json, redacted_headers
 from scheduler_daemon.domain.models import TaskStatus
 from scheduler_daemon.store.base import TaskFilter
 from scheduler_daemon.store.postgres import InvalidCursor
@@ -63,7 +63,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         page = await context(request).store.list_tasks(flt, query.limit, query.cursor)
     except InvalidCursor as exc:
         raise invalid([FieldError("cursor", str(exc))]) from None
-    return page_response(page)
+    return page_response(page, redacted_headers(request))
 
 
 async def _selection(request: web.Request) -> DeadLetterSelection:

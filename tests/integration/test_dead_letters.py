@@ -91,3 +91,34 @@ async def test_retry_and_discard_need_admin(store: PostgresStore) -> None:
                 assert resp.status == 403
             async with api.request(method, path, json={"all": True}, headers=admin) as resp:
                 assert resp.status == 200
+
+
+async def test_dead_letters_mask_headers_named_in_log_redact_headers(store: PostgresStore) -> None:
+    task, _ = await store.create_task(
+        NewTask(
+            action="webhook",
+            payload={
+                "url": "https://example.com/hook",
+                "headers": {"X-Tenant-Secret": "s-1", "Accept": "text/plain"},
+            },
+        )
+    )
+    (claimed,) = await store.claim("w", 1, 30.0)
+    await store.complete(
+        "w",
+        [
+            AttemptResult(
+                task_id=task.id,
+                attempt=claimed.attempt,
+                outcome=Outcome.FAILED,
+                next_status=TaskStatus.FAILED,
+                error="HTTP 500",
+                duration_ms=1.0,
+            )
+        ],
+    )
+    settings = Settings(log={"redact_headers": ["x-tenant-secret"]})
+    async with serve_api(store, settings) as api, api.get("/v1/dead-letters") as resp:
+        body = await resp.json()
+    (item,) = body["items"]
+    assert item["payload"]["headers"] == {"X-Tenant-Secret": "***", "Accept": "text/plain"}
