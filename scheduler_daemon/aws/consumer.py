@@ -28,6 +28,7 @@ import asyncpg
 from scheduler_daemon.aws.clients import AWS_ERRORS, error_code
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
+from scheduler_daemon.engine.executor import admit
 from scheduler_daemon.engine.leases import LeaseRegistry
 from scheduler_daemon.engine.limits import NO_LIMITS, QueueLimiter
 from scheduler_daemon.engine.slots import Slots
@@ -396,11 +397,8 @@ class Consumer:
 
     def _started(self, claimed: Sequence[ClaimedTask], first: dict[uuid.UUID, WakeUp]) -> None:
         for task in claimed:
-            self._slots.enter(task.queue)
-            self._registry.add(task)
             self._messages.track(task.id, first[task.id].receipt)
-            self._ready.put_nowait(task)
-            self._log.debug("task_claimed", task_id=str(task.id), attempt=task.attempt)
+        admit(claimed, self._slots, self._registry, self._ready, self._log)
         if claimed:
             self.claimed_total += len(claimed)
             self._count("claimed", len(claimed))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from scheduler_daemon.clock import Clock, wait_event
 from scheduler_daemon.domain.models import ClaimedTask
+from scheduler_daemon.engine.executor import admit
 from scheduler_daemon.engine.leases import LeaseRegistry
 from scheduler_daemon.engine.limits import NO_LIMITS, ClaimPlan, QueueLimiter
 from scheduler_daemon.engine.slots import Slots
@@ -131,11 +132,7 @@ class Discovery:
         if not claimed:
             return
         self._slots.take(len(claimed))
-        for task in claimed:
-            self._slots.enter(task.queue)
-            self._registry.add(task)
-            self._ready.put_nowait(task)
-            self._log.debug("task_claimed", task_id=str(task.id), attempt=task.attempt)
+        admit(claimed, self._slots, self._registry, self._ready, self._log)
         self.claimed_total += len(claimed)
         if self._metrics is not None:
             self._metrics.claimed(claimed)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -53,6 +54,22 @@ def decide(
             return TaskStatus.SCHEDULED, retry_after_s
         return TaskStatus.SCHEDULED, backoff.delay(task.series_attempt)
     return TaskStatus.FAILED, None
+
+
+def admit(
+    claimed: Sequence[ClaimedTask],
+    slots: Slots,
+    registry: LeaseRegistry,
+    ready: asyncio.Queue[ClaimedTask],
+    log: Any,  # a structlog logger
+) -> None:
+    """Hand claimed tasks (their slots already taken) to the executor: counted in their queue,
+    their leases kept by the heartbeat, queued for a worker."""
+    for task in claimed:
+        slots.enter(task.queue)
+        registry.add(task)
+        ready.put_nowait(task)
+        log.debug("task_claimed", task_id=str(task.id), attempt=task.attempt)
 
 
 class Executor:

@@ -68,15 +68,6 @@ class QueueLimiter:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
-    def limits_of(self, queue: str) -> QueueLimits | None:
-        limits = self._limits().get(queue)
-        return limits if limits is not None and _has_limits(limits) else None
-
-    def is_limited_here(self, queue: str) -> bool:
-        """Whether a task of ``queue`` leaving the pool may let more of it be claimed."""
-        limits = self.limits_of(queue)
-        return limits is not None and limits.concurrency is not None
-
     def plan(self) -> ClaimPlan:
         configured = self._limits()
         if not configured:
@@ -103,10 +94,10 @@ class QueueLimiter:
                 blocked.append(queue)
             else:
                 limited[queue] = QueueRoom(room, limits.global_concurrency)
-        for queue in [q for q in self._buckets if configured.get(q) is None]:
-            del self._buckets[queue]  # its rate limit was removed by a reload
-        for queue in [q for q in self._buckets if configured[q].rate_per_s is None]:
-            del self._buckets[queue]
+        for queue in list(self._buckets):
+            kept = configured.get(queue)
+            if kept is None or kept.rate_per_s is None:
+                del self._buckets[queue]  # its rate limit was removed by a reload
         return ClaimPlan(limited, tuple(blocked), wake_in)
 
     def took(self, queue: str, n: int) -> None:
