@@ -34,11 +34,21 @@ Time semantics
   or ``t >= start or t < end`` when ``end <= start``: the window wraps past midnight, and
   ``start == end`` covers the whole day), or when its local date is one of ``dates``.
   Skipped occurrences are dropped, not postponed.
-- Search is bounded: the iterator stops when no acceptable occurrence turns up within
-  about 10 years (``SCAN_LIMIT``) or 1,000,000 candidates (``MAX_CANDIDATES``) of the
-  previous one (or of the starting point), so exclusions that exclude everything end the
-  iteration instead of spinning. Excluded stretches are jumped over, not walked minute by
-  minute.
+- After an excluded candidate the search resumes at the absolute instant the exclusion
+  ends, never at a wall time that could map back into it: for a cron rule or preset, a
+  blackout ending in the second pass of a repeated hour resumes after the repeated wall
+  times, which ran (or were skipped) in the first pass; a daily window left by an interval
+  rule's second pass ends at the second instant of its end. Every step moves strictly
+  forward in absolute time, and excluded stretches are jumped over, not walked.
+- The rule ends (no more occurrences) when ``end_at`` has passed or no acceptable
+  occurrence turns up within about 10 years (``SCAN_LIMIT``) of the previous one (or of the
+  starting point): exclusions that exclude everything end the iteration.
+- The cost is bounded: finding one occurrence examines at most ``MAX_STEPS`` candidate
+  times, and one call at most ``MAX_STEPS`` plus ``STEPS_PER_OCCURRENCE`` for each
+  occurrence it returns, so that no request or expander pass holds the event loop for long
+  (a fraction of a second at worst). Past the bound the iterator raises
+  ``EvaluationLimit`` (a ``RuleError``), which is not the end of the rule: the next
+  occurrence may well exist, it could not be found cheaply enough.
 
 Performance: zones come from zoneinfo's cache, a cron expression is parsed once (the parsed
 croniter is cached and copied per call), one croniter iterator serves a whole call, and the
@@ -61,7 +71,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 SCAN_LIMIT: Final = timedelta(days=3653)  # ~10 years without an acceptable occurrence
-MAX_CANDIDATES: Final = 1_000_000  # candidates examined without an acceptable occurrence
+# Candidate times one search may examine (20-100 us each with croniter, so 0.1-0.5 s at
+# worst): enough for a whole-day exclusion to reach SCAN_LIMIT (a jump a day for 10 years)
+# and for the 100 blackouts and 1,000 excluded dates the API accepts. A call also earns
+# STEPS_PER_OCCURRENCE for each occurrence it returns (the ~25 jumps a day that 24 daily
+# windows cost), so that long walks over cheap rules never hit the bound, while a call's
+# total stays below MAX_STEPS + STEPS_PER_OCCURRENCE * occurrences returned.
+MAX_STEPS: Final = 5_000
+STEPS_PER_OCCURRENCE: Final = 25
 _SCAN_YEARS: Final = 10  # croniter's own search window for one get_next call
 
 PRESETS: Final = ("hourly", "daily", "weekly", "monthly")
@@ -130,11 +147,31 @@ class RuleError(ValueError):
         self.message = message
 
 
+class EvaluationLimit(RuleError):
+    """Finding the next occurrence took more than the step bound (``MAX_STEPS``).
+
+    Not the end of the rule: callers must not treat it as "no more occurrences". It names
+    ``exclusions`` when the rule has any (the steps went into jumping over them), else the
+    rule's kind field.
+    """
+
+    def __init__(self, field: str, after: datetime, steps: int) -> None:
+        why = "; the exclusions leave too few occurrences" if field == "exclusions" else ""
+        super().__init__(
+            field,
+            f"no occurrence found after {after.isoformat()} within {steps} evaluation steps"
+            f" (the bound on the cost of a rule){why}",
+        )
+        self.after = after
+        self.steps = steps
+
+
 # --- public API --------------------------------------------------------------------------
 
 
 def validate(rule: Recurrence, now: datetime) -> None:
-    """Raise ``RuleError`` unless ``rule`` is well formed and has an occurrence after ``now``."""
+    """Raise ``RuleError`` unless ``rule`` is well formed and has an occurrence after ``now``
+    that can be found within the step bound (else ``EvaluationLimit``, a ``RuleError``)."""
     plan = _compile(rule)
     _require_aware(now, "now")
     if next(_generate(plan, now, inclusive=False), None) is not None:
@@ -157,8 +194,9 @@ def occurrences(
     """The occurrences of ``rule`` after ``after`` (at or after it with ``inclusive``).
 
     Aware UTC datetimes, strictly increasing, within [start_at, end_at], none excluded. The
-    rule's shape is checked now (``RuleError``); the iterator is lazy and always ends (see
-    the module docstring for the scan limits).
+    rule's shape is checked now (``RuleError``); the iterator is lazy, and it ends when the
+    rule does or raises ``EvaluationLimit`` when the next occurrence costs more than the
+    step bound to find (see the module docstring).
     """
     plan = _compile(rule)
     _require_aware(after, "after")
@@ -168,11 +206,13 @@ def occurrences(
 def next_occurrence(
     rule: Recurrence, after: datetime, *, inclusive: bool = False
 ) -> datetime | None:
+    """The first occurrence (None: the rule has ended; ``EvaluationLimit``: too costly)."""
     return next(occurrences(rule, after, inclusive=inclusive), None)
 
 
 def preview(rule: Recurrence, after: datetime, count: int) -> list[datetime]:
-    """The first ``count`` occurrences after ``after`` (fewer if the rule runs out)."""
+    """The first ``count`` occurrences after ``after`` (fewer if the rule runs out); raises
+    ``EvaluationLimit`` rather than return fewer when they cost more than the bound."""
     if count < 0:
         raise ValueError("count must be >= 0")
     return list(itertools.islice(occurrences(rule, after), count))
@@ -226,6 +266,7 @@ class _Plan:
     blackouts: tuple[tuple[datetime, datetime], ...]
     daily: tuple[DailyWindow, ...]
     dates: frozenset[date]
+    limit_field: str  # what EvaluationLimit names: the exclusions, if any, else the kind
 
 
 def _kind_field(rule: Recurrence) -> str:
@@ -280,6 +321,9 @@ def _compile(rule: Recurrence) -> _Plan:
     exclusions = rule.exclusions
     if not isinstance(exclusions, Exclusions):
         raise RuleError("exclusions", "exclusions must be an Exclusions")
+    blackouts = _blackouts(exclusions.windows)
+    daily = _daily(exclusions.daily)
+    dates = _dates(exclusions.dates)
     return _Plan(
         zone=zone,
         cron=cron,
@@ -287,9 +331,10 @@ def _compile(rule: Recurrence) -> _Plan:
         step_us=step_us,
         start_at=start_at,
         end_at=end_at,
-        blackouts=_blackouts(exclusions.windows),
-        daily=_daily(exclusions.daily),
-        dates=_dates(exclusions.dates),
+        blackouts=blackouts,
+        daily=daily,
+        dates=dates,
+        limit_field="exclusions" if blackouts or daily or dates else kind,
     )
 
 
@@ -475,6 +520,37 @@ def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
     return instant.astimezone(zone).replace(tzinfo=None)
 
 
+def _fold_end(instant: datetime, zone: ZoneInfo) -> datetime | None:
+    """If ``instant`` lies in the second pass of a repeated stretch of wall time (fall back),
+    the naive wall time that ends the repetition (the first one met only once); else None.
+
+    Every wall time of the repeated stretch runs at its first instant, before ``instant``:
+    a search for instants at or after ``instant`` must skip the whole stretch.
+    """
+    local = instant.astimezone(zone)
+    if not local.fold:
+        return None
+    first, second = local.replace(fold=0).utcoffset(), local.utcoffset()
+    assert first is not None
+    assert second is not None
+    naive = instant.astimezone(UTC).replace(tzinfo=None)
+    repeat = first - second  # how far the clock went back
+    transition = _transition(zone, naive - repeat, naive)
+    return _wall((transition + repeat).replace(tzinfo=UTC), zone)
+
+
+def _fall_back_between(after: datetime, before: datetime, zone: ZoneInfo) -> datetime | None:
+    """The instant in (after, before) at which the clock goes back, if there is one."""
+    old = after.astimezone(zone).utcoffset()
+    new = (before - _TICK).astimezone(zone).utcoffset()
+    assert old is not None
+    assert new is not None
+    if new >= old:
+        return None
+    naive_after, naive_before = (t.astimezone(UTC).replace(tzinfo=None) for t in (after, before))
+    return _transition(zone, naive_after, naive_before - _TICK).replace(tzinfo=UTC)
+
+
 # --- candidate sources -------------------------------------------------------------------
 
 
@@ -488,10 +564,19 @@ class _CronSource:
         self._zone = zone
 
     def seek(self, instant: datetime) -> None:
-        """Continue with every wall time whose instant is >= ``instant`` (and maybe a few
-        earlier ones, which the caller drops)."""
-        wall = _wall(instant - _TICK, self._zone).replace(microsecond=0)
-        self._it.set_current(wall, force=True)  # get_next returns matches > wall
+        """Continue with the first wall time whose instant is >= ``instant`` (and maybe a
+        few earlier ones within the same second, which the caller drops).
+
+        The position is derived from the absolute ``instant``: in the second pass of a
+        repeated hour, the wall clock reads times that already ran (at their first instant,
+        before ``instant``), so the search goes on after the repeated stretch instead.
+        """
+        wall = _fold_end(instant - _TICK, self._zone)
+        if wall is None:
+            wall = _wall(instant - _TICK, self._zone)
+        else:
+            wall -= _TICK
+        self._it.set_current(wall.replace(microsecond=0), force=True)  # get_next: > wall
 
     def next(self) -> tuple[datetime, datetime | None] | None:
         """The next candidate instant and its local wall time (None if it was moved)."""
@@ -535,71 +620,104 @@ class _IntervalSource:
 
 
 def _generate(plan: _Plan, after: datetime, inclusive: bool) -> Iterator[datetime]:
-    zone = plan.zone
-    source: _CronSource | _IntervalSource
-    if plan.anchor is not None:
-        source = _IntervalSource(plan.anchor, plan.step_us)
-    else:
-        source = _CronSource(plan.cron, zone)
+    """The occurrences after ``after``, by candidates from the rule's source.
+
+    Every candidate costs a step against the call's budget: ``MAX_STEPS``, plus
+    ``STEPS_PER_OCCURRENCE`` per occurrence yielded, but never more than ``MAX_STEPS``
+    ahead (one search never examines more). Past it, ``EvaluationLimit``.
+    """
+    source = _source(plan)
     floor, strict = after.astimezone(UTC), not inclusive  # the next must be > (>=) floor
     if plan.start_at is not None and plan.start_at > floor:
         floor, strict = plan.start_at, False
-    end_at = plan.end_at
-    blackouts, daily, dates = plan.blackouts, plan.daily, plan.dates
-    check_local = bool(daily or dates)
-    limit = _add(floor, SCAN_LIMIT)
-    scanned = 0
+    origin, limit = floor, _add(floor, SCAN_LIMIT)  # where this search began, and its end
+    steps, searched, budget = 0, 0, MAX_STEPS  # searched: the steps before this search
     source.seek(floor)
     while True:
         candidate = source.next()
         if candidate is None:
             return
         instant, wall = candidate
-        if (end_at is not None and instant > end_at) or instant > limit:
+        if (plan.end_at is not None and instant > plan.end_at) or instant > limit:
             return
-        scanned += 1
-        if scanned > MAX_CANDIDATES:
-            return
+        steps += 1
+        if steps > budget:
+            raise EvaluationLimit(plan.limit_field, origin, steps - 1 - searched)
         if instant < floor or (strict and instant == floor):
             continue  # before the start, a repeat of the gap's instant, or a second fold
-        resume: datetime | None = None
-        for start, end in blackouts:
-            if start <= instant < end:
-                resume = end
-                break
-            if start > instant:
-                break  # sorted by start
-        if resume is None and check_local:
-            local = wall if wall is not None else _wall(instant, zone)
-            resume = _local_exclusion(local, daily, dates, zone)
+        resume = _excluded_until(plan, instant, wall)
         if resume is not None:
-            source.seek(resume)  # resume > instant: the scan always moves forward
+            # Everything before ``resume`` is excluded: it becomes the floor, so that the
+            # search can only move forward in absolute time.
+            floor, strict = resume, False
+            source.seek(resume)
             continue
         yield instant
         floor, strict = instant, True
-        limit = _add(instant, SCAN_LIMIT)
-        scanned = 0
+        origin, limit = instant, _add(instant, SCAN_LIMIT)
+        searched, budget = steps, min(budget + STEPS_PER_OCCURRENCE, steps + MAX_STEPS)
 
 
-def _local_exclusion(
-    local: datetime, daily: tuple[DailyWindow, ...], dates: frozenset[date], zone: ZoneInfo
+def _source(plan: _Plan) -> _CronSource | _IntervalSource:
+    if plan.anchor is not None:
+        return _IntervalSource(plan.anchor, plan.step_us)
+    return _CronSource(plan.cron, plan.zone)
+
+
+def _excluded_until(plan: _Plan, instant: datetime, wall: datetime | None) -> datetime | None:
+    """If ``instant`` is excluded, the instant (> ``instant``) at which its exclusion ends and
+    the search resumes; None if it is not excluded. ``wall``: the local wall time the
+    candidate came from (None: read it from ``instant``)."""
+    for start, end in plan.blackouts:
+        if start <= instant < end:
+            return end
+        if start > instant:
+            break  # sorted by start
+    if not (plan.daily or plan.dates):
+        return None
+    local = wall if wall is not None else _wall(instant, plan.zone)
+    end_wall = _local_exclusion_end(local, plan.daily, plan.dates)
+    if end_wall is None:
+        return None
+    resume = _instant_after(end_wall, plan.zone, instant)
+    # A local exclusion holds while the wall clock stays inside it; when the clock goes
+    # back on the way, the repeated wall times may be outside it: look again from there.
+    fall_back = _fall_back_between(instant, resume, plan.zone)
+    return resume if fall_back is None else fall_back
+
+
+def _local_exclusion_end(
+    local: datetime, daily: tuple[DailyWindow, ...], dates: frozenset[date]
 ) -> datetime | None:
-    """If the local wall time ``local`` is excluded, the instant at which the exclusion
-    ends (the scan resumes there); None if it is not excluded."""
+    """If the local wall time ``local`` is excluded, the naive wall time at which its
+    exclusion ends; None if it is not excluded."""
     day = local.date()
     if day in dates:
-        return _to_utc(datetime.combine(day + _ONE_DAY, _MIDNIGHT), zone)[0]
+        return datetime.combine(day + _ONE_DAY, _MIDNIGHT)
     t = local.time()
     for window in daily:
         start, end = window.start, window.end
         if start < end:
             if start <= t < end:
-                return _to_utc(datetime.combine(day, end), zone)[0]
+                return datetime.combine(day, end)
         elif t >= start:
-            return _to_utc(datetime.combine(day + _ONE_DAY, end), zone)[0]
+            return datetime.combine(day + _ONE_DAY, end)
         elif t < end:
-            return _to_utc(datetime.combine(day, end), zone)[0]
+            return datetime.combine(day, end)
     return None
+
+
+def _instant_after(wall: datetime, zone: ZoneInfo, after: datetime) -> datetime:
+    """The first instant after ``after`` at which the local wall clock reaches ``wall``.
+
+    Its first instant (the end of the gap if it does not exist) unless that is not after
+    ``after`` (``after`` is in the second pass of a repeated hour): then its second one.
+    """
+    first, _ = _to_utc(wall, zone)
+    if first > after:
+        return first
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    return second if second > after else after + _TICK
 
 
 def _add(instant: datetime, delta: timedelta) -> datetime:

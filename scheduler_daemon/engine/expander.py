@@ -7,16 +7,20 @@ import asyncio
 import random
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from scheduler_daemon.alerts import AlertSink, ignore, schedule_misfired
 from scheduler_daemon.clock import Clock, wait_event
+from scheduler_daemon.domain.recurrence import EvaluationLimit
 from scheduler_daemon.domain.schedules import Expansion, Schedule, plan_expansion
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.store.schedules import ScheduleStore
 
 _CONTENDED_S = 0.05  # due schedules locked by another expander: look again soon
+# A rule whose next occurrences cost more than the evaluation bound: look again this much
+# later (the schedule is not finished; each look costs at most the bound).
+LIMITED_RETRY_S = 300.0
 
 
 class Expander:
@@ -50,9 +54,19 @@ class Expander:
         self._wake.set()
 
     def _plan(self, schedule: Schedule, busy: bool, now: datetime) -> Expansion:
-        return plan_expansion(
-            schedule, now=now, horizon_s=self._horizon_s(), busy=busy, rng=self._rng
-        )
+        try:
+            return plan_expansion(
+                schedule, now=now, horizon_s=self._horizon_s(), busy=busy, rng=self._rng
+            )
+        except EvaluationLimit as exc:
+            self._log.warning(
+                "schedule_evaluation_limit",
+                schedule_id=str(schedule.id),
+                field=exc.field,
+                error=exc.message,
+                retry_in_s=LIMITED_RETRY_S,
+            )
+            return deferred(schedule, now, LIMITED_RETRY_S)
 
     async def expand_due(self) -> int:
         """Expand every schedule that is due, a batch per pass; the tasks created."""
@@ -116,3 +130,16 @@ class Expander:
                 await wait_event(self._wake, self._clock, wait)
             finally:
                 self.idle.clear()
+
+
+def deferred(schedule: Schedule, now: datetime, retry_s: float) -> Expansion:
+    """An expansion that makes nothing and keeps the schedule as it is (its next run stays),
+    to be looked at again ``retry_s`` from ``now``: for a rule whose evaluation hit the
+    bound, which is not a rule that has ended."""
+    return Expansion(
+        schedule_id=schedule.id,
+        tasks=[],
+        next_run_at=schedule.next_run_at,
+        expand_at=now + timedelta(seconds=retry_s),
+        last_task_id=schedule.last_task_id,
+    )

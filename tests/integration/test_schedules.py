@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,7 @@ import asyncpg
 import pytest
 
 from scheduler_daemon.clock import SystemClock
-from scheduler_daemon.engine.expander import Expander
+from scheduler_daemon.engine.expander import LIMITED_RETRY_S, Expander
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.postgres import PostgresStore
 from scheduler_daemon.store.schedules import ScheduleStore
@@ -345,3 +346,116 @@ async def test_task_recurrence_chains_occurrences(
     # Schedules made by tasks are not listed with the user's schedules.
     async with api.get("/v1/schedules") as resp:
         assert (await resp.json())["items"] == []
+
+
+def _oslo_fall_back() -> datetime:
+    """When Oslo next falls back (03:00 CEST -> 02:00 CET, 01:00Z on October's last Sunday),
+    in 2027 or a later year still ahead: previews start from the real clock."""
+    year = max(2027, datetime.now(UTC).year + 1)
+    last = date(year, 10, 31)
+    sunday = last - timedelta(days=(last.weekday() - 6) % 7)
+    return datetime(sunday.year, sunday.month, sunday.day, 1, tzinfo=UTC)
+
+
+async def test_preview_resumes_after_a_blackout_ending_in_the_repeated_hour(
+    api: aiohttp.ClientSession,
+) -> None:
+    # The blackout ends at 02:30 CET, in the second pass of 02:00-03:00: 02:30 and 02:45 ran
+    # (skipped) in the first pass, so the next occurrence is 03:00 CET.
+    fall_back = _oslo_fall_back()
+    minutes = [-60, -45, 60, 75, 90, 105]
+    body = {
+        "name": "oslo-quarter-hours",
+        "cron": "*/15 * * * *",
+        "timezone": "Europe/Oslo",
+        "start_at": (fall_back - timedelta(hours=1)).isoformat(),
+        "exclusions": {
+            "windows": [
+                {
+                    "start": (fall_back - timedelta(minutes=30)).isoformat(),
+                    "end": (fall_back + timedelta(minutes=30)).isoformat(),
+                }
+            ]
+        },
+        "task": {"action": "noop"},
+    }
+    async with api.post("/v1/schedules/preview", json=body, params={"count": "6"}) as resp:
+        assert resp.status == 200, await resp.text()
+        preview = await resp.json()
+    times = [datetime.fromisoformat(o["utc"]) for o in preview["occurrences"]]
+    assert times == [fall_back + timedelta(minutes=m) for m in minutes]
+    day = fall_back.date().isoformat()
+    assert [o["local"] for o in preview["occurrences"]] == [
+        f"{day}T02:00:00+02:00",
+        f"{day}T02:15:00+02:00",
+        f"{day}T03:00:00+01:00",
+        f"{day}T03:15:00+01:00",
+        f"{day}T03:30:00+01:00",
+        f"{day}T03:45:00+01:00",
+    ]
+
+
+EVERY_HOUR_EXCLUDED = {
+    "daily": [{"start": f"{h:02}:00:00", "end": f"{(h + 1) % 24:02}:00:00"} for h in range(24)]
+}
+
+
+async def test_a_rule_too_costly_to_evaluate_is_refused_naming_the_field(
+    api: aiohttp.ClientSession,
+) -> None:
+    body = {
+        "name": "never",
+        "cron": "* * * * *",
+        "exclusions": EVERY_HOUR_EXCLUDED,
+        "task": {"action": "noop"},
+    }
+    for path in ("/v1/schedules", "/v1/schedules/preview"):
+        status, problem = await _post(api, path, body)
+        assert status == 422, problem
+        assert _fields(problem) == ["exclusions"]
+        assert "evaluation steps" in problem["errors"][0]["message"]
+    # Once a year (at 03:00 on New York's spring-forward day, the only day 02:30 is not in
+    # the window): a short preview is cheap enough, a long one is not.
+    yearly = {
+        "name": "yearly",
+        "cron": "30 2 * * *",
+        "timezone": "America/New_York",
+        "exclusions": {"daily": [{"start": "02:30:00", "end": "02:45:00"}]},
+        "task": {"action": "noop"},
+    }
+    async with api.post("/v1/schedules/preview", json=yearly, params={"count": "3"}) as resp:
+        assert resp.status == 200, await resp.text()
+        locals_ = [o["local"] for o in (await resp.json())["occurrences"]]
+    assert len(locals_) == 3
+    assert all(t.endswith("T03:00:00-04:00") for t in locals_)
+    async with api.post("/v1/schedules/preview", json=yearly, params={"count": "100"}) as resp:
+        assert resp.status == 422
+        assert _fields(await resp.json()) == ["exclusions"]
+
+
+async def test_expander_defers_a_schedule_whose_rule_hits_the_bound(
+    api: aiohttp.ClientSession, pool: asyncpg.Pool
+) -> None:
+    status, created = await _post(
+        api, "/v1/schedules", {"name": "costly", "cron": "* * * * *", "task": {"action": "noop"}}
+    )
+    assert status == 201, created
+    schedule_id = uuid.UUID(created["id"])
+    # Exclusions the API would refuse, as a schedule stored earlier could hold them.
+    next_run_at = await pool.fetchval(
+        "UPDATE schedules SET exclusions = $2::jsonb, expand_at = now() WHERE id = $1 "
+        "RETURNING next_run_at",
+        schedule_id,
+        json.dumps(EVERY_HOUR_EXCLUDED),
+    )
+    exp = expander(pool)
+    await exp.expand_due()  # neither raises nor ends the schedule
+    row = await pool.fetchrow(
+        "SELECT next_run_at, expand_at - now() AS retry_in FROM schedules WHERE id = $1",
+        schedule_id,
+    )
+    assert row is not None
+    assert row["next_run_at"] == next_run_at
+    assert row["retry_in"] > timedelta(seconds=LIMITED_RETRY_S - 60)
+    tasks = await pool.fetchval("SELECT count(*) FROM tasks WHERE schedule_id = $1", schedule_id)
+    assert tasks == 0

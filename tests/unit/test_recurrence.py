@@ -19,9 +19,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scheduler_daemon.domain import recurrence
 from scheduler_daemon.domain.recurrence import (
+    MAX_STEPS,
     Blackout,
     DailyWindow,
+    EvaluationLimit,
     Exclusions,
     Recurrence,
     RuleError,
@@ -776,3 +779,131 @@ def test_occurrences_check_the_rule_shape_eagerly() -> None:
     with pytest.raises(RuleError) as info:
         occurrences(Recurrence(cron="nope"), NOW)
     assert info.value.field == "cron"
+
+
+# --- exclusions ending inside a repeated hour --------------------------------------------
+
+# Oslo falls back 2027-10-31 03:00 CEST -> 02:00 CET (01:00Z): 02:00-02:59 runs twice, first
+# as CEST (00:00Z-00:59Z), then as CET (01:00Z-01:59Z).
+OSLO_FALL_BACK_2027 = utc(2027, 10, 31, 1)
+
+
+@pytest.mark.timeout(10)
+def test_blackout_ending_in_the_second_pass_of_a_repeated_hour() -> None:
+    # The blackout ends at 01:30Z, 02:30 CET in the second pass. 02:30 and 02:45 already
+    # came (and were skipped) in the first pass, and the second pass has no occurrences
+    # of its own, so the next one is 03:00 CET (02:00Z).
+    blackout = Blackout(utc(2027, 10, 31, 0, 30), utc(2027, 10, 31, 1, 30))
+    rule = Recurrence(
+        cron="*/15 * * * *", timezone=OSLO, exclusions=Exclusions(windows=(blackout,))
+    )
+    assert preview(rule, utc(2027, 10, 31), 5) == [
+        utc(2027, 10, 31, 0, 15), utc(2027, 10, 31, 2), utc(2027, 10, 31, 2, 15),
+        utc(2027, 10, 31, 2, 30), utc(2027, 10, 31, 2, 45),
+    ]  # fmt: skip
+    assert next_occurrence(rule, utc(2027, 10, 31, 0, 15)) == utc(2027, 10, 31, 2)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("expr", ["*/15 * * * *", "0 * * * *", "* * * * * *", "30 2 * * *"])
+@pytest.mark.parametrize(
+    "end",
+    [timedelta(0), timedelta(minutes=5), timedelta(minutes=30), timedelta(minutes=60) - SECOND],
+)
+def test_blackout_ending_anywhere_in_the_second_pass(expr: str, end: timedelta) -> None:
+    start = utc(2027, 10, 30, 23, 50)
+    blackout = Blackout(start, OSLO_FALL_BACK_2027 + end)
+    rule = Recurrence(cron=expr, timezone=OSLO, exclusions=Exclusions(windows=(blackout,)))
+    expected = utc(2027, 11, 1, 1, 30) if expr == "30 2 * * *" else utc(2027, 10, 31, 2)
+    assert next_occurrence(rule, start, inclusive=True) == expected
+
+
+@pytest.mark.timeout(10)
+def test_interval_in_the_second_pass_leaves_a_daily_window_at_its_second_end() -> None:
+    # New York repeats 01:00-01:59 on 2026-11-01 (EDT 05:00Z-05:59Z, then EST 06:00Z-06:59Z).
+    # Every 10 minutes, never at 01:00-01:29 local: both passes have their own window.
+    rule = Recurrence(
+        interval_s=600,
+        anchor=utc(2026, 11, 1),
+        timezone=NY,
+        exclusions=Exclusions(daily=(DailyWindow(time(1), time(1, 30)),)),
+    )
+    assert preview(rule, utc(2026, 11, 1, 4, 45), 7) == [
+        utc(2026, 11, 1, 4, 50), utc(2026, 11, 1, 5, 30), utc(2026, 11, 1, 5, 40),
+        utc(2026, 11, 1, 5, 50), utc(2026, 11, 1, 6, 30), utc(2026, 11, 1, 6, 40),
+        utc(2026, 11, 1, 6, 50),
+    ]  # fmt: skip
+
+
+@pytest.mark.timeout(10)
+def test_interval_window_across_the_repeated_hour_keeps_the_second_pass_outside_it() -> None:
+    # A 01:40-02:30 window entered at 01:40 EDT: at 06:00Z the clock goes back to 01:00
+    # EST, outside the window, until 01:40 EST comes again.
+    rule = Recurrence(
+        interval_s=600,
+        anchor=utc(2026, 11, 1),
+        timezone=NY,
+        exclusions=Exclusions(daily=(DailyWindow(time(1, 40), time(2, 30)),)),
+    )
+    assert preview(rule, utc(2026, 11, 1, 5, 20), 7) == [
+        utc(2026, 11, 1, 5, 30), utc(2026, 11, 1, 6), utc(2026, 11, 1, 6, 10),
+        utc(2026, 11, 1, 6, 20), utc(2026, 11, 1, 6, 30), utc(2026, 11, 1, 7, 30),
+        utc(2026, 11, 1, 7, 40),
+    ]  # fmt: skip
+
+
+def test_a_repeated_hour_is_jumped_not_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every second from inside the second pass: a walk would take 3,599 steps.
+    monkeypatch.setattr(recurrence, "MAX_STEPS", 3)
+    every_second = Recurrence(cron="* * * * * *", timezone=NY)
+    assert next_occurrence(every_second, utc(2026, 11, 1, 6, 0, 1)) == utc(2026, 11, 1, 7)
+    blackout = Blackout(utc(2027, 10, 31, 0, 30), utc(2027, 10, 31, 1, 30))
+    rule = Recurrence(cron="* * * * * *", timezone=OSLO, exclusions=Exclusions(windows=(blackout,)))
+    assert next_occurrence(rule, utc(2027, 10, 31, 0, 30), inclusive=True) == utc(2027, 10, 31, 2)
+
+
+# --- the bound on the cost of a rule -----------------------------------------------------
+
+EVERY_HOUR_EXCLUDED = Exclusions(
+    daily=tuple(DailyWindow(time(h), time((h + 1) % 24)) for h in range(24))
+)
+
+
+def test_hitting_the_bound_is_not_the_end_of_the_rule() -> None:
+    # 24 jumps a day (one per window) reach the bound long before SCAN_LIMIT: the
+    # evaluation stops with an error, it does not report a finished rule.
+    rule = Recurrence(cron="* * * * *", exclusions=EVERY_HOUR_EXCLUDED)
+    with pytest.raises(EvaluationLimit) as info:
+        next_occurrence(rule, NOW)
+    assert isinstance(info.value, RuleError)
+    assert info.value.field == "exclusions"
+    assert info.value.steps == MAX_STEPS
+    assert info.value.after == NOW
+    assert str(info.value).startswith("exclusions: no occurrence found after 2026-01-01")
+    with pytest.raises(EvaluationLimit):
+        validate(rule, NOW)
+
+
+def test_a_costly_preview_is_refused_and_a_short_one_is_not() -> None:
+    # 02:30 is quiet every day, except that in New York on a spring-forward day it runs at
+    # 03:00: one occurrence a year, some 365 steps each, more than a long preview may spend.
+    rule = Recurrence(
+        cron="30 2 * * *",
+        timezone=NY,
+        exclusions=Exclusions(daily=(DailyWindow(time(2, 30), time(2, 45)),)),
+    )
+    assert preview(rule, NOW, 3) == [utc(2026, 3, 8, 7), utc(2027, 3, 14, 7), utc(2028, 3, 12, 7)]
+    with pytest.raises(EvaluationLimit):
+        preview(rule, NOW, 20)
+
+
+def test_long_walks_over_cheap_rules_never_hit_the_bound() -> None:
+    count = 3 * MAX_STEPS
+    seconds = Recurrence(interval_s=1, anchor=NOW)
+    assert len(preview(seconds, NOW, count)) == count
+    # One occurrence an hour, each behind a jump over a 59-minute window: 2 steps each.
+    windows = tuple(DailyWindow(time(h, 1), time((h + 1) % 24)) for h in range(24))
+    hourly = Recurrence(cron="* * * * *", timezone=OSLO, exclusions=Exclusions(daily=windows))
+    got = preview(hourly, NOW, MAX_STEPS)
+    assert len(got) == MAX_STEPS
+    assert {u.minute for u in got} == {0}
