@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from scheduler_daemon.store.base import TaskStore
+from scheduler_daemon.store.errors import describe, is_unavailable
 
 PING_TIMEOUT_S = 2.0
 
@@ -32,8 +33,12 @@ class Health:
         try:
             async with asyncio.timeout(PING_TIMEOUT_S):
                 await self._store.ping()
+        except TimeoutError:
+            reasons.append(f"database unreachable: no answer within {PING_TIMEOUT_S:g}s")
         except Exception as exc:
-            reasons.append(f"database unreachable: {type(exc).__name__}: {exc}")
+            # Not ready either way; the wording tells an outage from, say, refused credentials.
+            what = "unreachable" if is_unavailable(exc) else "check failed"
+            reasons.append(f"database {what}: {describe(exc)}")
         if not self._listener_connected():
             reasons.append("database LISTEN connection is down")
         reasons.extend(self._component_problems())

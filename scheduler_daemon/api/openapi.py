@@ -42,6 +42,7 @@ _PROBLEM_DESCRIPTIONS = {
     413: "request body larger than http.body_limit_bytes",
     422: "invalid request: the errors list names each invalid field",
     500: "internal error (logged)",
+    503: "the database cannot be reached right now: nothing was done, retry after Retry-After",
 }
 _PATH_VARIABLE = re.compile(r"\{(\w+)(?::[^{}]*)?\}")  # aiohttp allows {name:regex}
 _REF_PREFIX = REF_TEMPLATE.split("{", 1)[0]
@@ -253,7 +254,8 @@ def _responses(
     responses: dict[int, dict[str, Any]] = {
         status: _response(status, response, refs) for status, response in route.responses.items()
     }
-    problems = [*route.errors, *((401, 403) if route.role is not None else ()), 500]
+    # Every route behind a token reads or writes the database: 503 while it is unreachable.
+    problems = [*route.errors, *((401, 403, 503) if route.role is not None else ()), 500]
     for status in problems:
         if status in responses:
             continue
@@ -266,6 +268,13 @@ def _responses(
                 "WWW-Authenticate": {
                     "description": "the Bearer challenge",
                     "schema": {"type": "string"},
+                }
+            }
+        if status == 503:
+            problem["headers"] = {
+                "Retry-After": {
+                    "description": "seconds to wait before retrying",
+                    "schema": {"type": "integer"},
                 }
             }
         responses[status] = problem

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from scheduler_daemon.api.context import context
 from scheduler_daemon.api.metrics import metrics_of
-from scheduler_daemon.api.problems import Problem
+from scheduler_daemon.api.problems import unavailable
 from scheduler_daemon.api.routes import Response, Route
 from scheduler_daemon.api.tasks import json_response
 from scheduler_daemon.domain.models import TaskStatus
@@ -57,12 +57,24 @@ class MinuteOut(BaseModel):
     lag_p99_s: float | None = Field(description="99th percentile start lag; null likewise")
 
 
+class UnrunnableOut(BaseModel):
+    queue: str
+    action: str
+    due: int = Field(description="due tasks of this queue and action")
+    oldest_due_age_s: float = Field(description="how long the oldest of them has waited")
+
+
 class Stats(BaseModel):
     generated_at: datetime = Field(description="when the counts were taken (database clock)")
     window_s: int = Field(description="the span of minutes, in seconds")
     ready: bool = Field(description="whether this daemon is ready, as /readyz answers")
     problems: list[str] = Field(description="why it is not ready, as /readyz lists them")
     counts: TaskCountsOut
+    no_capable_worker: list[UnrunnableOut] = Field(
+        default_factory=list,
+        description="due tasks that no running daemon can run (their action is not loaded "
+        "anywhere, e.g. a handler only a newer release registers): they wait in scheduled",
+    )
     minutes: list[MinuteOut] = Field(
         description="this daemon's last 60 minutes, oldest first; the last is the current one"
     )
@@ -92,11 +104,12 @@ async def get_stats(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(COUNT_TIMEOUT_S):
             counts = await ctx.store.count_tasks()
+            unrunnable = await ctx.workers.unrunnable() if ctx.workers is not None else []
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # The database is down or slow: say so (the dashboard shows it), not a 500.
         _log.warning("stats_count_failed", error=f"{type(exc).__name__}: {exc}")
-        raise Problem(
-            503, "Task counts unavailable", f"counting tasks failed: {type(exc).__name__}"
+        raise unavailable(
+            "Task counts unavailable", f"counting tasks failed: {type(exc).__name__}"
         ) from None
     problems = await ctx.readiness.problems()
     activity = metrics_of(request).activity
@@ -108,6 +121,15 @@ async def get_stats(request: web.Request) -> web.Response:
             ready=not problems,
             problems=problems,
             counts=counts_out(counts),
+            no_capable_worker=[
+                UnrunnableOut(
+                    queue=u.queue,
+                    action=u.action,
+                    due=u.due,
+                    oldest_due_age_s=u.oldest_due_age_s,
+                )
+                for u in unrunnable
+            ],
             minutes=[
                 MinuteOut(
                     start=m.start,
