@@ -1,4 +1,4 @@
-"""Python handlers: async functions registered under a task action name.
+"""Python handlers: functions registered under a task action name.
 
 A handler is declared with the :func:`handler` decorator, next to the pydantic model that its
 payload must satisfy (seed 003: every task definition validates its payload when the task is
@@ -16,6 +16,23 @@ created)::
             ...
         return {"event_id": payload.event_id}
 
+Where a handler runs (``isolation``):
+
+* ``async def`` (default ``"none"``): on the daemon's event loop, shared with every other
+  task, the lease bookkeeping and the API. It must not block: no ``time.sleep``, no
+  synchronous network or database client, no long computation between awaits (a block over
+  ``watchdog.max_loop_lag_s`` is logged as ``event_loop_blocked``, naming the task).
+* plain ``def`` (default ``"thread"``): in a thread of a bounded pool, so it may block. At the
+  task's timeout the attempt ends ``timed_out``, but a thread cannot be killed: it runs on,
+  abandoned, and what it returns is ignored. ``ctx.transaction()`` is not available there
+  (the daemon's connections belong to its event loop). ``isolation="thread"`` also runs an
+  ``async def`` handler this way, on an event loop of its own in the thread.
+* ``isolation="process"`` (``def`` or ``async def``): each attempt in a child process that
+  imports the handler's module; killed at the task's timeout, and a crash of the process
+  (a segfault, ``os._exit``, a signal) fails the attempt with its exit code (retried). The
+  function and its payload model must be defined at the top level of a module, the payload
+  and the result travel as JSON, and ``ctx.transaction()`` is not available.
+
 Declaring only records the definition. The daemon imports the modules listed in
 ``handlers.modules`` and those advertised by the ``scheduler_daemon.handlers`` entry-point
 group, then :func:`load_handlers` registers one :class:`HandlerAction` per definition.
@@ -23,20 +40,30 @@ group, then :func:`load_handlers` registers one :class:`HandlerAction` per defin
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.metadata
 import inspect
-import json
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
 from scheduler_daemon.actions.base import ActionContext, ActionRegistry, ActionResult
+from scheduler_daemon.isolation import (
+    ISOLATIONS,
+    Isolation,
+    ProcessJob,
+    importable_name,
+    json_result,
+    prepare_processes,
+    run_in_process,
+    run_in_thread,
+)
 from scheduler_daemon.logs import get_logger
 
 ENTRY_POINT_GROUP = "scheduler_daemon.handlers"
@@ -44,17 +71,15 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*")
 MAX_NAME_LENGTH = 100
 RESERVED_NAMES = frozenset({"webhook", "log", "message", "noop", "sqs"})
 
-# PostgreSQL's jsonb rejects the escaped NUL character (an odd number of backslashes before
-# ``u0000``; an even number is an escaped backslash followed by the text "u0000").
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 HandlerContext = ActionContext
 """What a handler knows about its attempt: ``task_id``, ``attempt``, ``max_attempts``,
-``action``, ``log`` and ``transaction()``."""
+``action``, ``log`` and ``transaction()`` (an ``async def`` handler on the event loop only)."""
 
 PayloadT = TypeVar("PayloadT", bound=BaseModel)
 ResultT = TypeVar("ResultT")
-HandlerFunction = Callable[[ActionContext, PayloadT], Awaitable[ResultT]]
+HandlerFunction = Callable[[ActionContext, PayloadT], ResultT]
+"""A handler: ``async def`` (``ResultT`` is then the coroutine) or a plain ``def``."""
 
 log = get_logger("handlers")
 
@@ -64,6 +89,7 @@ class HandlerDefinition(Generic[PayloadT]):
     name: str
     function: HandlerFunction[PayloadT, Any]
     payload_model: type[PayloadT]
+    isolation: Isolation = "none"
 
     @property
     def origin(self) -> str:
@@ -124,46 +150,57 @@ def handler(
     name: str,
     *,
     payload: type[PayloadT],
+    isolation: Isolation | None = None,
     registry: HandlerDefinitions | None = None,
 ) -> Callable[[HandlerFunction[PayloadT, ResultT]], HandlerFunction[PayloadT, ResultT]]:
-    """Declare an async function as the handler of action ``name``; return it unchanged.
+    """Declare a function as the handler of action ``name``; return it unchanged.
 
     ``payload`` is the pydantic model that a task's payload must satisfy: the API checks it when
     the task is created, and the function receives the parsed model. The function's return
     value (JSON-serialisable, a pydantic model, or None) becomes the task's ``result``. It may
     raise :class:`Retry` (try again, optionally ``after`` a delay) or :class:`Fail` (fail the task
     without further attempts); any other exception fails the attempt and is retried with backoff.
+
+    ``isolation`` says where it runs (see the module docstring): ``"none"`` on the event loop
+    (the default of an ``async def``), ``"thread"`` in a thread (the default of a plain
+    ``def``), ``"process"`` in a child process of its own for each attempt.
     """
     check_name(name)
     if not (isinstance(payload, type) and issubclass(payload, BaseModel)):
         raise TypeError(f"handler {name!r}: payload must be a pydantic model class")
+    if isolation is not None and isolation not in ISOLATIONS:
+        raise ValueError(
+            f"handler {name!r}: isolation must be one of {', '.join(map(repr, ISOLATIONS))}, "
+            f"not {isolation!r}"
+        )
     target = definitions if registry is None else registry
 
     def decorate(
         function: HandlerFunction[PayloadT, ResultT],
     ) -> HandlerFunction[PayloadT, ResultT]:
-        if not inspect.iscoroutinefunction(function):
+        label = f"handler {name!r}: {getattr(function, '__qualname__', function)!r}"
+        if not callable(function):
+            raise TypeError(f"{label} is not a function")
+        is_async = inspect.iscoroutinefunction(function)
+        where = isolation or ("none" if is_async else "thread")
+        if where == "none" and not is_async:
             raise TypeError(
-                f"handler {name!r}: {getattr(function, '__qualname__', function)!r} must be "
-                "an async function (async def)"
+                f"{label} is a plain def: it cannot run on the event loop (isolation='none'); "
+                "declare it async def, or leave isolation unset to run it in a thread"
             )
-        target.add(HandlerDefinition(name, function, payload))
+        if where == "process":
+            for what, obj in (("function", function), ("payload model", payload)):
+                try:
+                    importable_name(obj)
+                except ValueError:
+                    raise TypeError(
+                        f"{label}: with isolation='process' the {what} must be defined at the "
+                        "top level of a module (the handler process imports it by name)"
+                    ) from None
+        target.add(HandlerDefinition(name, function, payload, where))
         return function
 
     return decorate
-
-
-def _json_result(value: Any) -> tuple[Any, str | None]:
-    """The handler's return value as it will be stored, or an error saying why it cannot be."""
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        return None, f"the handler returned a value that is not JSON-serialisable: {exc}"
-    if _JSON_NUL.search(text):
-        return None, "the handler returned a string with a NUL character (\\u0000)"
-    return json.loads(text), None
 
 
 class HandlerAction:
@@ -189,15 +226,39 @@ class HandlerAction:
 
     async def run(self, payload: Any, ctx: ActionContext) -> ActionResult:
         # Retry and Fail propagate to the executor, which turns them into the attempt's
-        # outcome; so does any other exception (a retryable failure).
-        value = await self.definition.function(ctx, payload)
-        result, error = _json_result(value)
+        # outcome; so does any other exception (a retryable failure). The executor's timeout
+        # cancels the await: a thread is abandoned then, a process killed.
+        definition = self.definition
+        if definition.isolation == "process":
+            return await run_in_process(self._job(payload, ctx), ctx)
+        if definition.isolation == "thread":
+            value = await run_in_thread(definition.function, ctx, payload)
+        else:
+            value = await definition.function(ctx, payload)
+        result, error = json_result(value)
         if error is not None:
             return ActionResult.failure(error, retryable=False)
         return ActionResult.success(result=result)
 
+    def _job(self, payload: BaseModel, ctx: ActionContext) -> ProcessJob:
+        module, qualname = importable_name(self.definition.function)
+        model_module, model_qualname = importable_name(self.definition.payload_model)
+        return ProcessJob(
+            module=module,
+            qualname=qualname,
+            model_module=model_module,
+            model_qualname=model_qualname,
+            payload_json=payload.model_dump_json(by_alias=True),
+            task_id=str(ctx.task_id),
+            attempt=ctx.attempt,
+            max_attempts=ctx.max_attempts,
+            action=ctx.action,
+        )
+
     async def start(self) -> None:
-        return None
+        if self.definition.isolation == "process":
+            # Started once, off the loop: the first attempt's process then starts quickly.
+            await asyncio.to_thread(prepare_processes)
 
     async def close(self) -> None:
         return None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from scheduler_daemon.alerts import AlertSink, ignore, task_failed, task_rescued
 from scheduler_daemon.clock import Clock
@@ -26,66 +27,110 @@ class Held:
 
 
 class LeaseRegistry:
-    """Every task this daemon claimed and has not yet recorded: renewed, released, aborted."""
+    """Every task this daemon claimed and has not yet recorded: renewed, released, aborted.
+
+    It is changed on the event loop only, but the lease keeper reads it (``snapshot``,
+    ``overdue``, ``__len__``) from a thread of its own, so that leases are renewed even while
+    a handler holds the loop. Every access takes a lock, held for the dict operation alone and
+    never across an await, so the loop never waits for the keeper longer than a copy takes.
+    """
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._held: dict[uuid.UUID, Held] = {}
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
-        return len(self._held)
+        with self._lock:
+            return len(self._held)
 
     def __contains__(self, task_id: object) -> bool:
-        return task_id in self._held
+        with self._lock:
+            return task_id in self._held
 
     def add(self, task: ClaimedTask) -> None:
-        self._held[task.id] = Held(task, since=self._clock.monotonic())
+        held = Held(task, since=self._clock.monotonic())
+        with self._lock:
+            self._held[task.id] = held
 
     def attach(self, task_id: uuid.UUID, running: asyncio.Future[Any]) -> Held | None:
-        held = self._held.get(task_id)
-        if held is not None:
-            held.running = running
-        return held
+        with self._lock:
+            held = self._held.get(task_id)
+            if held is not None:
+                held.running = running
+            return held
 
     def detach(self, task_id: uuid.UUID) -> None:
-        held = self._held.get(task_id)
-        if held is not None:
-            held.running = None
+        with self._lock:
+            held = self._held.get(task_id)
+            if held is not None:
+                held.running = None
 
     def discard(self, task_id: uuid.UUID) -> None:
-        self._held.pop(task_id, None)
+        with self._lock:
+            self._held.pop(task_id, None)
 
     def snapshot(self) -> list[tuple[uuid.UUID, int]]:
-        return [(h.task.id, h.task.attempt) for h in self._held.values()]
+        """(task id, attempt) of every held task, in claim order; safe from any thread."""
+        with self._lock:
+            return [(h.task.id, h.task.attempt) for h in self._held.values()]
 
     def overdue(self, grace_s: float) -> list[uuid.UUID]:
         """Held far past their own timeout: something is stuck; stop renewing those."""
         now = self._clock.monotonic()
-        return [
-            h.task.id for h in self._held.values() if now - h.since > h.task.timeout_s + grace_s
-        ]
+        with self._lock:
+            held = list(self._held.values())
+        return [h.task.id for h in held if now - h.since > h.task.timeout_s + grace_s]
 
-    def abort(self, task_id: uuid.UUID) -> None:
-        """The lease is gone: stop the attempt and forget it; nothing gets recorded."""
-        held = self._held.pop(task_id, None)
-        if held is None:
-            return
-        held.lost = True
-        if held.running is not None:
-            held.running.cancel()
+    def abort(self, task_id: uuid.UUID, attempt: int | None = None) -> None:
+        """The lease is gone: stop the attempt and forget it; nothing gets recorded.
+
+        With ``attempt``, only that attempt is aborted: a lease found lost by the keeper's
+        thread is aborted a moment later on the loop, and by then the task may be held for a
+        newer attempt. Call it on the event loop (it cancels the attempt's asyncio task).
+        """
+        with self._lock:
+            held = self._held.get(task_id)
+            if held is None or (attempt is not None and held.task.attempt != attempt):
+                return
+            del self._held[task_id]
+            held.lost = True
+            running = held.running
+        if running is not None:
+            running.cancel()
+
+
+class LeaseStore(Protocol):
+    """What the heartbeat needs of a store (PostgresStore, or the lease keeper's connection)."""
+
+    async def renew_leases(
+        self, owner: str, held: Sequence[tuple[uuid.UUID, int]], lease_s: float
+    ) -> set[tuple[uuid.UUID, int]]: ...
+
+
+AbortLease = Callable[[uuid.UUID, int], None]
+"""Aborts one attempt whose lease is gone (``LeaseRegistry.abort``, or a hand-over of it to
+the event loop when the heartbeat runs on another thread)."""
 
 
 class Heartbeat:
-    """Renews every held lease in one statement; aborts attempts whose lease was lost."""
+    """Renews every held lease in one statement; aborts attempts whose lease was lost.
+
+    ``abort`` defaults to the registry's own; the lease keeper, which runs the heartbeat on
+    its own thread, passes one that hands the abort to the event loop. Until the loop has
+    done it the registry still lists the attempt, so the heartbeat remembers what it asked to
+    abort and neither renews it again nor reports it twice.
+    """
 
     def __init__(
         self,
-        store: EngineStore,
+        store: LeaseStore,
         registry: LeaseRegistry,
         owner: str,
         clock: Clock,
         lease_s: Callable[[], float],
         interval_s: Callable[[], float],
+        abort: AbortLease | None = None,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -93,27 +138,39 @@ class Heartbeat:
         self._clock = clock
         self._lease_s = lease_s
         self._interval_s = interval_s
+        self._abort = abort or registry.abort
+        # (task, attempt) pairs whose abort was asked for and that the registry still holds.
+        self._aborting: set[tuple[uuid.UUID, int]] = set()
         self._log = get_logger("heartbeat")
         self.report_progress = NOOP
 
     async def beat(self) -> set[uuid.UUID]:
         """Renew once; return the ids whose lease turned out to be lost."""
-        for task_id in self._registry.overdue(grace_s=self._lease_s()):
-            # The executor's timeout should have ended it long ago: let the lease lapse so the
-            # rescuer hands it to a healthy worker; a late result is fenced out.
-            self._log.error("attempt_overdue", task_id=str(task_id))
-            self._registry.abort(task_id)
+        lease_s = self._lease_s()
         held = self._registry.snapshot()
+        self._aborting &= set(held)  # the registry let go of those: forget them
+        overdue = set(self._registry.overdue(grace_s=lease_s))
+        for task_id, attempt in held:
+            if task_id in overdue and (task_id, attempt) not in self._aborting:
+                # The executor's timeout should have ended it long ago: let the lease lapse so
+                # the rescuer hands it to a healthy worker; a late result is fenced out.
+                self._log.error("attempt_overdue", task_id=str(task_id), attempt=attempt)
+                self._abort_one(task_id, attempt)
+        held = [h for h in held if h[0] not in overdue and h not in self._aborting]
         if not held:
             return set()
-        kept = await self._store.renew_leases(self._owner, held, self._lease_s())
+        kept = await self._store.renew_leases(self._owner, held, lease_s)
         # Compare (task, attempt) pairs: an attempt recorded while the renewal ran is not lost,
         # and neither is a newer attempt of the same task claimed meanwhile.
         lost = (set(held) - kept) & set(self._registry.snapshot())
         for task_id, attempt in lost:
             self._log.warning("lease_lost", task_id=str(task_id), attempt=attempt)
-            self._registry.abort(task_id)
+            self._abort_one(task_id, attempt)
         return {task_id for task_id, _ in lost}
+
+    def _abort_one(self, task_id: uuid.UUID, attempt: int) -> None:
+        self._aborting.add((task_id, attempt))
+        self._abort(task_id, attempt)
 
     async def run(self) -> None:
         while True:

@@ -3,8 +3,11 @@ registry, payload validation, and what HandlerAction makes of a handler's return
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -33,8 +36,10 @@ from scheduler_daemon.handlers import (
     handler,
     load_handlers,
 )
+from scheduler_daemon.isolation import TransactionUnavailable
 from scheduler_daemon.settings import HandlersSettings, Settings
 
+GUARD_S = 20.0
 EXAMPLE_NAMES = ["attendance.merge_pools", "billing.charge", "newsletter.send_weekly"]
 
 
@@ -177,13 +182,65 @@ def test_built_in_action_names_are_reserved(name: str, own: HandlerDefinitions) 
     assert len(own) == 0
 
 
-def test_a_sync_function_is_rejected(own: HandlerDefinitions) -> None:
+def test_a_plain_def_is_accepted_and_runs_in_a_thread(own: HandlerDefinitions) -> None:
     def blocking(ctx: ActionContext, payload: Empty) -> None:
         return None
 
-    decorate = handler("tests.sync", payload=Empty, registry=own)
-    with pytest.raises(TypeError, match=r"'tests\.sync'.*async def"):
-        decorate(blocking)  # type: ignore[arg-type]
+    assert handler("tests.sync", payload=Empty, registry=own)(blocking) is blocking
+    assert own.get("tests.sync").isolation == "thread"
+
+
+async def _coroutine(ctx: ActionContext, payload: BaseModel) -> None:
+    return None
+
+
+def _function(ctx: ActionContext, payload: BaseModel) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("function", "isolation", "where"),
+    [
+        (_coroutine, None, "none"),
+        (_coroutine, "none", "none"),
+        (_coroutine, "thread", "thread"),
+        (_coroutine, "process", "process"),
+        (_function, None, "thread"),
+        (_function, "thread", "thread"),
+        (_function, "process", "process"),
+    ],
+)
+def test_isolation_defaults_to_the_kind_of_function(
+    own: HandlerDefinitions, function: Any, isolation: Any, where: str
+) -> None:
+    handler("tests.where", payload=Empty, isolation=isolation, registry=own)(function)
+    assert own.get("tests.where").isolation == where
+
+
+def test_an_unknown_isolation_is_rejected(own: HandlerDefinitions) -> None:
+    with pytest.raises(ValueError, match=r"'tests\.iso'.*'none', 'thread', 'process'.*'threads'"):
+        handler("tests.iso", payload=Empty, isolation="threads", registry=own)  # type: ignore[arg-type]
+    assert len(own) == 0
+
+
+def test_a_plain_def_cannot_run_on_the_event_loop(own: HandlerDefinitions) -> None:
+    decorate = handler("tests.on_loop", payload=Empty, isolation="none", registry=own)
+    with pytest.raises(TypeError, match=r"'tests\.on_loop'.*plain def.*event loop"):
+        decorate(_function)
+    assert len(own) == 0
+
+
+def test_a_process_handler_must_be_importable_by_name(own: HandlerDefinitions) -> None:
+    async def local(ctx: ActionContext, payload: Empty) -> None:
+        return None
+
+    class LocalModel(BaseModel):
+        pass
+
+    with pytest.raises(TypeError, match=r"'tests\.local'.*function must be defined at the top"):
+        handler("tests.local", payload=Empty, isolation="process", registry=own)(local)
+    with pytest.raises(TypeError, match=r"payload model must be defined at the top level"):
+        handler("tests.local", payload=LocalModel, isolation="process", registry=own)(_function)
     assert len(own) == 0
 
 
@@ -418,3 +475,268 @@ async def test_exceptions_reach_the_executor(own: HandlerDefinitions, exc: Excep
     with pytest.raises(type(exc)) as info:
         await action.run(Empty(), context())
     assert info.value is exc
+
+
+# --- running in a thread ------------------------------------------------------------------
+
+
+async def test_a_sync_handler_runs_in_a_handler_thread(own: HandlerDefinitions) -> None:
+    @handler("tests.threaded", payload=Numbers, registry=own)
+    def threaded(ctx: ActionContext, payload: Numbers) -> dict[str, Any]:
+        return {"n": payload.n, "thread": threading.current_thread().name}
+
+    result = await HandlerAction.of(own.get("tests.threaded")).run(Numbers(n=4), context())
+
+    assert result.ok, result
+    assert result.result["n"] == 4
+    assert result.result["thread"].startswith("handler-")
+
+
+async def test_an_async_handler_may_run_in_a_thread_too(own: HandlerDefinitions) -> None:
+    @handler("tests.async_threaded", payload=Empty, isolation="thread", registry=own)
+    async def threaded(ctx: ActionContext, payload: Empty) -> str:
+        await asyncio.sleep(0)
+        return threading.current_thread().name
+
+    result = await HandlerAction.of(own.get("tests.async_threaded")).run(Empty(), context())
+
+    assert result.ok, result
+    assert result.result.startswith("handler-")
+
+
+async def test_a_sync_handler_raises_retry_and_cannot_open_a_transaction(
+    own: HandlerDefinitions,
+) -> None:
+    @handler("tests.sync_retry", payload=Empty, registry=own)
+    def retry(ctx: ActionContext, payload: Empty) -> None:
+        raise Retry("busy", after=1.0)
+
+    @handler("tests.sync_tx", payload=Empty, registry=own)
+    def transaction(ctx: ActionContext, payload: Empty) -> None:
+        ctx.transaction()
+
+    with pytest.raises(Retry, match="busy"):
+        await HandlerAction.of(own.get("tests.sync_retry")).run(Empty(), context())
+    with pytest.raises(TransactionUnavailable, match=r"runs in a thread.*async def"):
+        await HandlerAction.of(own.get("tests.sync_tx")).run(Empty(), context())
+
+
+async def test_a_cancelled_sync_handler_is_abandoned_and_its_result_ignored(
+    own: HandlerDefinitions,
+) -> None:
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+
+    @handler("tests.stuck", payload=Empty, registry=own)
+    def stuck(ctx: ActionContext, payload: Empty) -> str:
+        started.set()
+        release.wait()
+        finished.set()
+        return "too late"
+
+    run = asyncio.create_task(HandlerAction.of(own.get("tests.stuck")).run(Empty(), context()))
+    assert await asyncio.to_thread(started.wait, GUARD_S)
+    run.cancel()  # the executor's timeout does this
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert not finished.is_set()  # a thread cannot be stopped: it runs on, abandoned
+    release.set()
+    assert await asyncio.to_thread(finished.wait, GUARD_S)
+
+
+# --- running in a process -----------------------------------------------------------------
+
+ISOLATED_MODULE = """
+import asyncio
+import os
+
+from pydantic import BaseModel
+
+from scheduler_daemon import Fail, Retry, handler
+
+
+class Numbers(BaseModel):
+    n: int
+
+
+@handler("iso.double", payload=Numbers, isolation="process")
+def double(ctx, payload):
+    return {"n": payload.n * 2, "pid": os.getpid(), "task_id": str(ctx.task_id)}
+
+
+@handler("iso.retry", payload=Numbers, isolation="process")
+async def retry(ctx, payload):
+    raise Retry("busy", after=payload.n)
+
+
+@handler("iso.fail", payload=Numbers, isolation="process")
+def fail(ctx, payload):
+    raise Fail("declined")
+
+
+@handler("iso.boom", payload=Numbers, isolation="process")
+async def boom(ctx, payload):
+    raise ValueError(f"boom {payload.n}")
+
+
+@handler("iso.bad_result", payload=Numbers, isolation="process")
+def bad_result(ctx, payload):
+    return {"when": object()}
+
+
+@handler("iso.transaction", payload=Numbers, isolation="process")
+async def transaction(ctx, payload):
+    async with ctx.transaction():
+        pass
+
+
+@handler("iso.hang", payload=Numbers, isolation="process")
+async def hang(ctx, payload):
+    ctx.log.info("hanging", n=payload.n)
+    await asyncio.Event().wait()
+"""
+
+
+class Recorder:
+    """A logger that keeps what it was given; ``seen`` waits for an event name."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, Any, dict[str, Any]]] = []
+        self._changed = asyncio.Event()
+
+    def _record(self, level: str, event: Any, **kw: Any) -> None:
+        self.lines.append((level, event, kw))
+        self._changed.set()
+
+    def debug(self, event: Any = None, **kw: Any) -> None:
+        self._record("debug", event, **kw)
+
+    def info(self, event: Any = None, **kw: Any) -> None:
+        self._record("info", event, **kw)
+
+    def warning(self, event: Any = None, **kw: Any) -> None:
+        self._record("warning", event, **kw)
+
+    def error(self, event: Any = None, **kw: Any) -> None:
+        self._record("error", event, **kw)
+
+    def critical(self, event: Any = None, **kw: Any) -> None:
+        self._record("critical", event, **kw)
+
+    async def seen(self, event: str) -> dict[str, Any]:
+        async with asyncio.timeout(GUARD_S):
+            while True:
+                for _level, name, kw in self.lines:
+                    if name == event:
+                        return kw
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@pytest.fixture
+def isolated(
+    fresh: HandlerDefinitions, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, HandlerAction]:
+    """The handlers of ISOLATED_MODULE, loaded from a module of its own (which the handler
+    processes import by name)."""
+    module = f"handler_test_isolated_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(ISOLATED_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = ActionRegistry()
+    names = load_handlers(registry, [module])
+    actions = {}
+    for name in names:
+        action = registry.get(name)
+        assert isinstance(action, HandlerAction)
+        actions[name] = action
+    return actions
+
+
+def _ctx(log: Any = None) -> ActionContext:
+    return ActionContext(
+        task_id=uuid.uuid4(),
+        attempt=1,
+        max_attempts=3,
+        action="iso",
+        log=log or Recorder(),
+        _transaction=no_transaction,
+    )
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_an_isolated_handler_returns_its_result_from_another_process(
+    isolated: dict[str, HandlerAction],
+) -> None:
+    action = isolated["iso.double"]
+    await action.start()
+    ctx = _ctx()
+
+    result = await action.run(action.payload_model.model_validate({"n": 21}), ctx)
+
+    assert result.ok, result
+    assert result.result["n"] == 42
+    assert result.result["task_id"] == str(ctx.task_id)
+    assert result.result["pid"] != os.getpid()
+    assert _gone(result.result["pid"])
+
+
+async def test_retry_and_fail_come_back_from_the_process(
+    isolated: dict[str, HandlerAction],
+) -> None:
+    payload = isolated["iso.retry"].payload_model.model_validate({"n": 3})
+    with pytest.raises(Retry) as retry:
+        await isolated["iso.retry"].run(payload, _ctx())
+    assert (retry.value.reason, retry.value.after_s) == ("busy", 3.0)
+    with pytest.raises(Fail, match="declined"):
+        await isolated["iso.fail"].run(payload, _ctx())
+
+
+async def test_an_exception_in_the_process_fails_the_attempt_with_its_description(
+    isolated: dict[str, HandlerAction],
+) -> None:
+    log = Recorder()
+    payload = isolated["iso.boom"].payload_model.model_validate({"n": 5})
+
+    result = await isolated["iso.boom"].run(payload, _ctx(log))
+
+    assert (result.ok, result.retryable, result.error) == (False, True, "ValueError: boom 5")
+    crashed = await log.seen("action_crashed")
+    assert "ValueError: boom 5" in crashed["traceback"]
+
+
+async def test_an_unstorable_result_and_a_transaction_fail_clearly_in_a_process(
+    isolated: dict[str, HandlerAction],
+) -> None:
+    payload = isolated["iso.bad_result"].payload_model.model_validate({"n": 1})
+
+    bad = await isolated["iso.bad_result"].run(payload, _ctx())
+    transaction = await isolated["iso.transaction"].run(payload, _ctx())
+
+    assert (bad.ok, bad.retryable) == (False, False)
+    assert "not JSON-serialisable" in (bad.error or "")
+    assert not transaction.ok
+    assert (transaction.error or "").startswith("TransactionUnavailable: ")
+    assert "isolation='process'" in (transaction.error or "")
+
+
+async def test_a_cancelled_isolated_handler_is_killed_and_its_log_relayed(
+    isolated: dict[str, HandlerAction],
+) -> None:
+    log = Recorder()
+    payload = isolated["iso.hang"].payload_model.model_validate({"n": 9})
+    run = asyncio.create_task(isolated["iso.hang"].run(payload, _ctx(log)))
+
+    hanging = await log.seen("hanging")  # relayed from the process, bound fields kept
+    run.cancel()  # the executor's timeout does this
+    with pytest.raises(asyncio.CancelledError):
+        await run
+
+    assert hanging["n"] == 9
+    assert hanging["handler_pid"] != os.getpid()
+    assert _gone(hanging["handler_pid"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -272,3 +274,107 @@ async def test_run_beats_every_interval(
         assert len(store.renew_calls) == 3
         await settle()
         assert clock.sleepers == 1
+
+
+# --- reading the registry from another thread, aborting a given attempt --------------------
+
+
+def test_registry_reads_are_safe_from_another_thread(registry: LeaseRegistry) -> None:
+    """The lease keeper's thread reads while the loop adds and discards."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                registry.snapshot()
+                registry.overdue(grace_s=1.0)
+                len(registry)
+        except BaseException as exc:  # a dict changed size during iteration, say
+            errors.append(exc)
+
+    # Switch threads as often as possible, so an unguarded iteration would meet a change.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(20):
+            tasks = hold(registry, 500)
+            for task in tasks:
+                registry.discard(task.id)
+    finally:
+        done.set()
+        reader.join()
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(registry) == 0
+
+
+def test_registry_abort_of_another_attempt_keeps_the_held_one(registry: LeaseRegistry) -> None:
+    (task,) = hold(registry, 1, attempt=2)
+    registry.abort(task.id, attempt=1)  # an older attempt's lease: not this one
+    assert registry.snapshot() == [(task.id, 2)]
+    registry.abort(task.id, attempt=2)
+    assert len(registry) == 0
+
+
+# --- Heartbeat with an abort handed to the loop later ----------------------------------------
+
+
+class DeferredAborts:
+    """Aborts as the lease keeper makes them: recorded now, done on the loop later."""
+
+    def __init__(self, registry: LeaseRegistry) -> None:
+        self.registry = registry
+        self.asked: list[tuple[uuid.UUID, int]] = []
+
+    def __call__(self, task_id: uuid.UUID, attempt: int) -> None:
+        self.asked.append((task_id, attempt))
+
+    def run(self) -> None:
+        for task_id, attempt in self.asked:
+            self.registry.abort(task_id, attempt)
+
+
+async def test_beat_hands_lost_leases_to_its_abort_once(
+    store: FakeEngineStore, registry: LeaseRegistry, clock: FakeClock
+) -> None:
+    aborts = DeferredAborts(registry)
+    heartbeat = Heartbeat(
+        store, registry, OWNER, clock, lambda: LEASE_S, lambda: INTERVAL_S, abort=aborts
+    )
+    kept, lost = hold(registry, 2)
+    store.keep = lambda task_id, _attempt: task_id == kept.id
+
+    assert await heartbeat.beat() == {lost.id}
+    assert aborts.asked == [(lost.id, lost.attempt)]
+    assert lost.id in registry  # not aborted yet: the loop has not run the abort
+
+    # The next round does not renew it again, nor report it twice.
+    assert await heartbeat.beat() == set()
+    assert store.renew_calls[-1].held == ((kept.id, kept.attempt),)
+    assert aborts.asked == [(lost.id, lost.attempt)]
+
+    aborts.run()
+    assert registry.snapshot() == [(kept.id, kept.attempt)]
+
+
+async def test_beat_does_not_renew_an_overdue_attempt_whose_abort_is_pending(
+    store: FakeEngineStore, registry: LeaseRegistry, clock: FakeClock
+) -> None:
+    aborts = DeferredAborts(registry)
+    heartbeat = Heartbeat(
+        store, registry, OWNER, clock, lambda: LEASE_S, lambda: INTERVAL_S, abort=aborts
+    )
+    (stuck,) = hold(registry, 1, timeout_s=5.0)
+    await clock.advance(5.0 + LEASE_S + 1.0)
+    (fresh,) = hold(registry, 1, timeout_s=5.0)
+
+    await heartbeat.beat()
+    await heartbeat.beat()
+
+    assert aborts.asked == [(stuck.id, stuck.attempt)]
+    assert [call.held for call in store.renew_calls] == [((fresh.id, fresh.attempt),)] * 2
+    aborts.run()
+    assert registry.snapshot() == [(fresh.id, fresh.attempt)]
