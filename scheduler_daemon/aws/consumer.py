@@ -9,7 +9,15 @@ once.
 A message is ``{"task_id": ..., "series": n}``: the task and the scheduling (its
 ``wake_version``) the message was published for. SQS delivers at least once, so a message
 whose task is no longer scheduled under that series (cancelled, finished, running, scheduled
-anew) is deleted without running anything.
+anew) is deleted without running anything. Any other body (not that JSON, too long, nested too
+deeply, an id that is not a UUID, a series that is not an integer the ``wake_version`` column
+holds) is malformed: deleted, counted and logged without its body, while the rest of its
+receive goes on.
+
+A receive cut short keeps what it settled: tasks it claimed keep their slots, and on a crash or
+a stop the messages it had not settled yet are made visible again at once (after a database or
+AWS error they come back with their visibility timeout, as every receive counts towards the
+queue's redrive policy).
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -50,7 +59,13 @@ HOLD_IN_PROCESS_S = 2.0
 # a rate limit's next token may be further away).
 PAUSED_RECHECK_S = 15
 LIMITED_RECHECK_S = 2
-BODY_LOG_LIMIT = 256
+# A wake-up of a task whose action this daemon does not run comes back (or goes to another
+# daemon's consumer) after this long.
+UNRUNNABLE_RECHECK_S = 5
+# A wake-up is about 80 characters; anything much longer is not one (and is not decoded).
+MAX_BODY_CHARS = 1024
+MAX_SERIES = 2**31 - 1  # wake_version is an integer column (the claim's $2::int[])
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -72,22 +87,56 @@ class WakeUp:
 
 
 class MalformedMessage(ValueError):
-    pass
+    """A body that is not a wake-up; the reason never quotes the body."""
 
 
 def parse_body(body: str) -> tuple[uuid.UUID, int]:
+    """The task id and series of a wake-up message; MalformedMessage for anything else."""
+    data = _decode(body)
+    if not isinstance(data, dict):
+        raise MalformedMessage("not a JSON object")
+    return _task_id(data.get("task_id")), _series(data.get("series"))
+
+
+def _decode(body: str) -> Any:
+    if not isinstance(body, str):
+        raise MalformedMessage("no text body")
+    if len(body) > MAX_BODY_CHARS:
+        raise MalformedMessage(f"longer than {MAX_BODY_CHARS} characters")
     try:
-        data = json.loads(body)
-        if not isinstance(data, dict):
-            raise MalformedMessage("not a JSON object")
-        series = data["series"]
-        if not isinstance(series, int) or isinstance(series, bool) or series < 1:
-            raise MalformedMessage("series is not a positive integer")
-        return uuid.UUID(str(data["task_id"])), series
-    except MalformedMessage:
-        raise
-    except (ValueError, KeyError, TypeError) as exc:
-        raise MalformedMessage(f"{type(exc).__name__}: {exc}") from exc
+        return json.loads(body)
+    except RecursionError:
+        raise MalformedMessage("nested too deeply") from None
+    except ValueError:  # not JSON, or an integer of more digits than Python converts
+        raise MalformedMessage("not JSON") from None
+
+
+def _task_id(value: object) -> uuid.UUID:
+    if not isinstance(value, str) or _UUID.fullmatch(value) is None:
+        raise MalformedMessage("task_id is not a UUID")
+    return uuid.UUID(value)
+
+
+def _series(value: object) -> int:
+    # bool is an int subclass: true is not series 1.
+    if type(value) is not int:
+        raise MalformedMessage("series is not an integer")
+    if not 1 <= value <= MAX_SERIES:
+        raise MalformedMessage(f"series is not between 1 and {MAX_SERIES}")
+    return value
+
+
+@dataclass(slots=True)
+class Intake:
+    """What became of one receive's messages so far: the reserved slots they keep (tasks
+    claimed, messages held until run_at) and the receipts not yet settled (claimed, held,
+    deleted, or made invisible until later)."""
+
+    unsettled: set[str] = field(default_factory=set)
+    kept: int = 0
+
+    def settle(self, receipts: Iterable[str]) -> None:
+        self.unsettled.difference_update(receipts)
 
 
 class Messages:
@@ -175,6 +224,9 @@ class Messages:
             self._log.debug("messages_extended", messages=len(receipts), timeout_s=timeout_s)
 
     async def _extend_loop(self) -> None:
+        if self._receipts:
+            # A restart after a crash: the last extension may be most of a timeout ago.
+            await self.extend()
         while True:
             # A third of the timeout: every message is extended with two thirds of it left.
             await self._clock.sleep(max(self._options().visibility_timeout_s / 3, 1.0))
@@ -187,6 +239,12 @@ class Messages:
                 batch.append(self._spent.get_nowait())
             try:
                 await self._delete(batch)
+            except BaseException:
+                # A crash or a stop mid-call: kept for this loop's next run (put back before
+                # task_done, so that flush() still waits for them).
+                for receipt in batch:
+                    self._spent.put_nowait(receipt)
+                raise
             finally:
                 for _ in batch:
                     self._spent.task_done()
@@ -262,9 +320,7 @@ class Consumer:
             # Held messages go back to the queue at once for whoever runs next.
             held = list(self._held)
             self._held.clear()
-            if held:
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._messages.set_visibility(held, 0))
+            await self._hand_back(held)
 
     async def _poll(self) -> None:
         backoff = 0.0
@@ -272,13 +328,14 @@ class Consumer:
             free = await self._slots.wait_free()
             want = min(free, SQS_BATCH)
             self._slots.take(want)  # reserved: other pollers see only what is left
-            kept = 0
+            intake = Intake()
             try:
                 received = await self._receive(want)
                 self.report_progress()
                 backoff = 0.0
-                kept = await self.handle(received)
+                await self.handle(received, intake)
             except (*AWS_ERRORS, *DB_ERRORS) as exc:
+                # Unsettled messages come back after their visibility timeout.
                 backoff = min(max(backoff * 2, 0.2), 10.0)
                 self._log.warning(
                     "receive_failed",
@@ -286,8 +343,12 @@ class Consumer:
                     retry_in_s=backoff,
                 )
                 await self._clock.sleep(backoff)
+            except BaseException:
+                # A crash or a stop: what this receive had not settled goes back at once.
+                await self._hand_back(intake.unsettled)
+                raise
             finally:
-                self._slots.give(want - kept)
+                self._slots.give(want - intake.kept)
 
     async def _receive(self, want: int) -> list[MessageTypeDef]:
         options = self._options()
@@ -300,31 +361,46 @@ class Consumer:
         )
         return list(answer.get("Messages", []))
 
-    async def handle(self, received: Sequence[MessageTypeDef]) -> int:
-        """Claim, hold or drop received messages; returns how many reserved slots they keep
-        (claimed tasks, and messages held in memory until run_at)."""
+    async def _hand_back(self, receipts: Collection[str]) -> None:
+        """Messages this daemon will not handle after all: visible again at once."""
+        if receipts:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._messages.set_visibility(list(receipts), 0))
+
+    async def handle(self, received: Sequence[MessageTypeDef], intake: Intake | None = None) -> int:
+        """Claim, hold or drop received messages, each on its own: a malformed one is deleted
+        and the others go on. Returns how many reserved slots they keep (claimed tasks, and
+        messages held in memory until run_at); ``intake`` follows them as they settle."""
+        intake = Intake() if intake is None else intake
+        intake.unsettled.update(m.get("ReceiptHandle", "") for m in received)
         wakeups: list[WakeUp] = []
         for message in received:
             receipt = message.get("ReceiptHandle", "")
-            body = message.get("Body", "")
             try:
-                task_id, series = parse_body(body)
+                task_id, series = parse_body(message.get("Body", ""))
             except MalformedMessage as exc:
-                self._log.error(
-                    "message_malformed",
-                    error=str(exc),
-                    message_id=message.get("MessageId"),
-                    body=body[:BODY_LOG_LIMIT],
-                )
-                self._count("malformed")
+                self._malformed(message, exc)
                 self._messages.discard(receipt)
+                intake.settle([receipt])
                 continue
             wakeups.append(WakeUp(receipt, task_id, series))
-        return await self.dispatch(wakeups) if wakeups else 0
+        return await self.dispatch(wakeups, intake) if wakeups else intake.kept
 
-    async def dispatch(self, wakeups: Sequence[WakeUp]) -> int:
+    def _malformed(self, message: MessageTypeDef, exc: MalformedMessage) -> None:
+        # Never the body: whatever sent it may have put anything in it.
+        self._log.error(
+            "message_malformed",
+            reason=str(exc),
+            message_id=message.get("MessageId"),
+            body_chars=len(message.get("Body", "")),
+        )
+        self._count("malformed")
+
+    async def dispatch(self, wakeups: Sequence[WakeUp], intake: Intake | None = None) -> int:
         """Claim the tasks of parsed messages, hold early ones, drop stale ones, defer those
         of paused queues and queues at a limit; returns how many reserved slots they keep."""
+        intake = Intake() if intake is None else intake
+        intake.unsettled.update(w.receipt for w in wakeups)
         # One claim per task (duplicates in one batch: the others are spent).
         first: dict[uuid.UUID, WakeUp] = {}
         for w in wakeups:
@@ -336,13 +412,12 @@ class Consumer:
             self._lease_s(),
             plan.excluded,
         )
-        self._started(claimed, first)
+        self._started(claimed, first, intake)
         claimed_ids = {t.id for t in claimed}
         rest = [w for w in wakeups if w.task_id not in claimed_ids or first[w.task_id] is not w]
         if not rest:
-            return len(claimed)
+            return intake.kept
         states = await self._outbox.message_tasks([w.task_id for w in rest])
-        held_here = 0
         later: list[tuple[str, int]] = []  # early messages: invisible until ~1 s before
         gated: dict[str, list[WakeUp]] = {}  # due, in a queue with room under its limits
         deferred: list[tuple[WakeUp, int]] = []
@@ -357,6 +432,12 @@ class Consumer:
             if not current or state is None:
                 self._count("stale")
                 self._messages.discard(w.receipt)
+                intake.settle([w.receipt])
+            elif not state.runnable:
+                # This daemon cannot run the task's action: leave the wake-up to one that can
+                # (it comes back here, or goes to another consumer, after a while).
+                wait = max(math.floor(state.due_in_s - 1.0), UNRUNNABLE_RECHECK_S)
+                deferred.append((w, min(wait, MAX_VISIBILITY_S)))
             elif state.due_in_s <= 0 and state.paused:
                 deferred.append((w, PAUSED_RECHECK_S))
             elif state.due_in_s <= 0 and state.queue in plan.blocked:
@@ -365,13 +446,11 @@ class Consumer:
             elif state.due_in_s <= 0 and state.queue in plan.limited:
                 gated.setdefault(state.queue, []).append(w)
             elif state.due_in_s <= HOLD_IN_PROCESS_S:
-                held_here += 1
-                self._hold(w, state.due_in_s)
+                self._hold(w, state.due_in_s, intake)
             else:
                 self._count("held")
                 seconds = min(max(math.floor(state.due_in_s - 1.0), 1), MAX_VISIBILITY_S)
                 later.append((w.receipt, seconds))
-        taken = 0
         for queue, waiting in gated.items():
             room = plan.limited[queue]
             got = await self._outbox.claim_queue_messages(
@@ -384,8 +463,7 @@ class Consumer:
             )
             if self._limiter is not None:
                 self._limiter.took(queue, len(got))
-            self._started(got, first)
-            taken += len(got)
+            self._started(got, first, intake)
             got_ids = {t.id for t in got}
             deferred.extend((w, LIMITED_RECHECK_S) for w in waiting if w.task_id not in got_ids)
         if deferred:
@@ -393,39 +471,56 @@ class Consumer:
             await self._outbox.deferred([w.task_id for w, _ in deferred])
             later.extend((w.receipt, seconds) for w, seconds in deferred)
         await self._messages.set_visibilities(later)
-        return len(claimed) + taken + held_here
+        intake.settle(receipt for receipt, _ in later)
+        return intake.kept
 
-    def _started(self, claimed: Sequence[ClaimedTask], first: dict[uuid.UUID, WakeUp]) -> None:
-        for task in claimed:
-            self._messages.track(task.id, first[task.id].receipt)
+    def _started(
+        self, claimed: Sequence[ClaimedTask], first: dict[uuid.UUID, WakeUp], intake: Intake
+    ) -> None:
+        """Claimed tasks go to the executor at once, each keeping its reserved slot."""
+        receipts = [first[task.id].receipt for task in claimed]
+        for task, receipt in zip(claimed, receipts, strict=True):
+            self._messages.track(task.id, receipt)
         admit(claimed, self._slots, self._registry, self._ready, self._log)
+        intake.kept += len(claimed)
+        intake.settle(receipts)
         if claimed:
             self.claimed_total += len(claimed)
             self._count("claimed", len(claimed))
             if self._metrics is not None:
                 self._metrics.claimed(claimed)
 
-    def _hold(self, wakeup: WakeUp, due_in_s: float) -> None:
+    def _hold(self, wakeup: WakeUp, due_in_s: float, intake: Intake) -> None:
         """Keep the message (and its reserved slot) until run_at, then claim it."""
         self._count("held")
         self._held[wakeup.receipt] = wakeup
-
-        async def claim_when_due() -> None:
-            kept = 0
-            try:
-                await self._clock.sleep(max(due_in_s, 0.0))
-                if self._held.pop(wakeup.receipt, None) is None:
-                    return
-                kept = await self.dispatch([wakeup])
-            except (*AWS_ERRORS, *DB_ERRORS) as exc:
-                # Not lost: the message becomes visible again after its timeout.
-                self._log.warning("held_claim_failed", task_id=str(wakeup.task_id), error=str(exc))
-            finally:
-                self._slots.give(1 - kept)
-
-        task = asyncio.ensure_future(claim_when_due())
+        intake.kept += 1
+        intake.settle([wakeup.receipt])
+        task = asyncio.ensure_future(self._claim_when_due(wakeup, due_in_s))
         self._holds.add(task)
         task.add_done_callback(self._holds.discard)
+
+    async def _claim_when_due(self, wakeup: WakeUp, due_in_s: float) -> None:
+        """A held message's claim at run_at; the slot it kept goes back unless its task
+        started (or it is held again)."""
+        intake = Intake()
+        try:
+            await self._clock.sleep(max(due_in_s, 0.0))
+            if self._held.pop(wakeup.receipt, None) is None:
+                return
+            await self.dispatch([wakeup], intake)
+        except (*AWS_ERRORS, *DB_ERRORS) as exc:
+            # Not lost: the message becomes visible again after its timeout.
+            self._log.warning("held_claim_failed", task_id=str(wakeup.task_id), error=str(exc))
+        except asyncio.CancelledError:
+            await self._hand_back(intake.unsettled)
+            raise
+        except Exception:
+            # No supervisor sees this task: logged here, and the message goes back at once.
+            self._log.exception("held_claim_crashed", task_id=str(wakeup.task_id))
+            await self._hand_back(intake.unsettled)
+        finally:
+            self._slots.give(1 - intake.kept)
 
     def _count(self, result: str, n: int = 1) -> None:
         if self._metrics is not None:

@@ -155,7 +155,50 @@ async def test_duplicate_messages_run_the_task_once(
     assert await metric(http, daemon, 'scheduler_sqs_messages_total{result="stale"}') == 2
     assert await metric(http, daemon, 'scheduler_sqs_messages_total{result="malformed"}') == 1
     malformed = await daemon.wait_for_log("message_malformed")
-    assert malformed["body"] == "{not json"
+    assert "body" not in malformed
+    assert malformed["reason"] == "not JSON"
+
+
+@pytest.mark.timeout(60)
+async def test_poison_messages_are_deleted_and_never_stall_the_consumer(
+    start_daemon: StartDaemon,
+    receiver: WebhookReceiver,
+    api_for: Callable[[DaemonProcess], Api],
+    aws: AwsResources,
+    http: aiohttp.ClientSession,
+) -> None:
+    daemon = await start_daemon({**aws.daemon_env(), **FAST})
+    api = api_for(daemon)
+    run_at = datetime.now(UTC) + timedelta(seconds=2)
+    tasks = [
+        await api.create_task(webhook(receiver, {"n": n}, run_at=run_at.isoformat()))
+        for n in range(3)
+    ]
+    victim = tasks[0]["id"]
+    secret = "poison-marker-2c9e"
+    poison = [
+        "[" * 100_000 + "]" * 100_000,  # deeper than the JSON decoder goes
+        json.dumps({"task_id": victim, "series": 4294967296}),  # past the int column
+        json.dumps({"task_id": victim, "series": -1}),
+        json.dumps({"task_id": victim, "series": True}),
+        json.dumps({"task_id": secret, "series": 1}),
+    ]
+    # Visible about when the tasks' own wake-ups are: received with them.
+    async with sqs_client(REGION, aws.endpoint_url) as sqs:
+        for body in poison:
+            await sqs.send_message(QueueUrl=aws.queue_url, MessageBody=body, DelaySeconds=1)
+    for task in tasks:
+        await api.wait_for_status(task["id"], "completed")
+    await eventually(lambda: queue_empty(aws))
+    assert sorted(r.json()["n"] for r in receiver.requests) == [0, 1, 2]
+    assert await metric(http, daemon, 'scheduler_sqs_messages_total{result="malformed"}') == 5
+    await eventually(logged(daemon, "message_malformed", 5))
+    for event in daemon.events("message_malformed"):
+        assert "body" not in event
+    assert secret not in json.dumps(daemon.logs)
+    # Nothing crashed, no receive was given up on.
+    assert daemon.events("component_crashed") == []
+    assert daemon.events("receive_failed") == []
 
 
 @pytest.mark.timeout(60)
