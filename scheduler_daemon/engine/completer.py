@@ -18,11 +18,20 @@ from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.base import EngineStore
+from scheduler_daemon.store.errors import describe, is_unavailable
 
 MAX_BATCH = 1000
 
+# How often in a row a batch may fail with an unexpected error before its results are written
+# one by one (so that one result causing it holds up only itself).
+UNEXPECTED_TRIES = 3
+
 # Errors that retrying the same values cannot cure: the database refuses a value.
 _UNSTORABLE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, TypeError, ValueError)
+
+
+class _Persistent(Exception):
+    """A batch kept failing with an error outside the lists above."""
 
 
 class Completer:
@@ -48,18 +57,34 @@ class Completer:
         self._log = get_logger("completer")
         self.recorded_total = 0
         self.report_progress = NOOP
+        self._held: list[AttemptResult] = []
 
     async def run(self) -> None:
+        """Write results as they come, a batch at a time.
+
+        The batch being written lives on the completer, not in this coroutine: when the
+        supervisor restarts a completer that crashed, the new run writes what the old one held
+        before it takes anything new, so a result that was produced is never dropped.
+        """
         while True:
-            batch = [await self._results.get()]
-            while len(batch) < MAX_BATCH and not self._results.empty():
-                batch.append(self._results.get_nowait())
-            try:
-                await self._write(batch)
-                self.report_progress()
-            finally:
-                for _ in batch:
-                    self._results.task_done()
+            if not self._held:
+                self._held = await self._take()
+            await self._write(self._held)
+            done, self._held = len(self._held), []
+            for _ in range(done):
+                self._results.task_done()
+            self.report_progress()
+
+    async def _take(self) -> list[AttemptResult]:
+        batch = [await self._results.get()]
+        while len(batch) < MAX_BATCH and not self._results.empty():
+            batch.append(self._results.get_nowait())
+        return batch
+
+    @property
+    def held(self) -> int:
+        """Results taken from the queue and not yet written."""
+        return len(self._held)
 
     async def flush(self) -> None:
         """Wait until every queued result is written."""
@@ -69,35 +94,66 @@ class Completer:
         try:
             applied = await self._complete(batch)
         except _UNSTORABLE:
-            # One result the database refuses (a value it cannot hold) must not hold up the
-            # others: write them one by one, and the refused one without its result.
-            applied = set()
-            for result in batch:
-                applied |= await self._complete_alone(result)
-        self._report(batch, applied)
+            applied = await self._one_by_one(batch)
+        except _Persistent:
+            # The same batch failed again and again with an error nobody expected: one of its
+            # results may be the cause. Written one by one, it holds up only itself.
+            applied = await self._one_by_one(batch)
+        try:
+            self._report(batch, applied)
+        except Exception:  # the results are written: a report must not write them again
+            self._log.exception("completion_report_failed", batch=len(batch))
+
+    async def _one_by_one(self, batch: list[AttemptResult]) -> set[uuid.UUID]:
+        """One result the database refuses (a value it cannot hold) must not hold up the
+        others: write them one by one, and a refused one without its result."""
+        applied: set[uuid.UUID] = set()
+        for result in batch:
+            applied |= await self._complete_alone(result)
+        return applied
 
     async def _complete(self, batch: list[AttemptResult]) -> set[uuid.UUID]:
-        """Write a batch, retrying while the database is unreachable; data errors propagate."""
+        """Write a batch; retry while it fails for any reason but a refused value.
+
+        The database being unreachable is retried for as long as it lasts: the leases stay
+        ours while the lease keeper renews them, and a result that arrives after its lease is
+        gone is fenced out, never doubled. Any other error is retried too (on a fresh
+        connection: the store discards a connection whose state is unknown); after
+        ``UNEXPECTED_TRIES`` of those in a row ``_Persistent`` is raised so the caller can
+        isolate the result that causes it.
+        """
         backoff = 0.05
+        unexpected = 0
         while True:
             try:
                 return await self._store.complete(self._owner, batch)
             except _UNSTORABLE:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                # Keep the batch: the leases stay ours while the heartbeat can renew them, and
-                # a result that arrives after its lease is gone is fenced out, never doubled.
-                self._log.warning(
-                    "complete_failed", error=str(exc), retry_in_s=backoff, batch=len(batch)
-                )
-                await self._clock.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    self._log.warning(
+                        "complete_failed", error=describe(exc), retry_in_s=backoff, batch=len(batch)
+                    )
+                else:
+                    unexpected += 1
+                    self._log.error(
+                        "complete_failed",
+                        error=describe(exc),
+                        retry_in_s=backoff,
+                        batch=len(batch),
+                        unexpected=unexpected,
+                        exc_info=True,
+                    )
+                    if unexpected >= UNEXPECTED_TRIES:
+                        raise _Persistent(describe(exc)) from exc
+            await self._clock.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
 
     async def _complete_alone(self, result: AttemptResult) -> set[uuid.UUID]:
         try:
             return await self._complete([result])
-        except _UNSTORABLE as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+        except (*_UNSTORABLE, _Persistent) as exc:
+            reason = str(exc) if isinstance(exc, _Persistent) else describe(exc)
         self._log.error(
             "result_unstorable", task_id=str(result.task_id), attempt=result.attempt, error=reason
         )
@@ -112,10 +168,13 @@ class Completer:
             output=None,
             error=storable_text(f"the attempt's result could not be stored: {reason}", 2000),
         )
-        try:
-            return await self._complete([stripped])
-        except _UNSTORABLE:
-            return set()  # the lease runs out and the rescuer records the attempt as lost
+        while True:
+            try:
+                return await self._complete([stripped])
+            except _UNSTORABLE:
+                return set()  # the lease runs out and the rescuer records the attempt as lost
+            except _Persistent:
+                continue  # nothing of the result is left to blame: the database must recover
 
     def _report(self, batch: list[AttemptResult], applied: set[uuid.UUID]) -> None:
         if self._metrics is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from scheduler_daemon.clock import Clock, wait_event
 from scheduler_daemon.domain.models import ClaimedTask
@@ -23,10 +24,25 @@ from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.base import EngineStore
+from scheduler_daemon.store.errors import describe, is_unavailable
 
-# When a claim came up short although tasks are due (other daemons hold their row locks),
-# look again after this long, doubling up to the poll interval.
+# When a claim took nothing although a task was due before it began (other claimers hold the
+# rows' locks), look again after this long, doubling while that lasts. The ceiling is short:
+# the next look is also when any other task that fell due meanwhile is claimed.
 _CONTENDED_MIN_S = 0.002
+_CONTENDED_MAX_S = 0.05
+# While the database cannot be reached, look again after this long, doubling up to the max.
+_OUTAGE_MIN_S = 0.05
+_OUTAGE_MAX_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Round:
+    """One round of claims: how many were wanted and taken, and when its first claim began."""
+
+    want: int
+    took: int
+    started: float
 
 
 class Discovery:
@@ -65,6 +81,9 @@ class Discovery:
         # that skips their backlog, and keeps them out of the sleep computation).
         self._paused: frozenset[str] = frozenset()
         self._paused_read_at = -math.inf
+        # Counts the announcements that pauses may have changed: a read that began before one
+        # is stale, whenever it ends.
+        self._pauses_changed = 0
         self._plan: ClaimPlan = NO_LIMITS
         if limiter is not None:
             slots.on_queue_freed = self._queue_freed
@@ -73,6 +92,7 @@ class Discovery:
         """A task is due in ``delay_s`` seconds (None: unknown, look now; queues may have been
         paused or resumed)."""
         if delay_s is None:
+            self._pauses_changed += 1
             self._paused_read_at = -math.inf
         due_at = self._clock.monotonic() + (delay_s if delay_s and delay_s > 0 else 0.0)
         if due_at < self._target:
@@ -85,18 +105,32 @@ class Discovery:
 
     async def _excluded(self) -> list[str]:
         """Queues the general claim leaves out: paused ones and the limited ones."""
-        now = self._clock.monotonic()
-        if now - self._paused_read_at >= self._poll_interval_s():
-            self._paused = await self._store.paused_queues()
-            self._paused_read_at = now
+        if self._clock.monotonic() - self._paused_read_at >= self._poll_interval_s():
+            await self._read_pauses()
         self._plan = self._limiter.plan() if self._limiter is not None else NO_LIMITS
         return sorted({*self._paused, *self._plan.excluded})
 
+    async def _read_pauses(self) -> None:
+        """Read the paused queues; once more if pauses were announced to change meanwhile (that
+        read may predate the change). Still stale after that, the next round reads again."""
+        for _ in range(2):
+            changes = self._pauses_changed
+            began = self._clock.monotonic()
+            self._paused = await self._store.paused_queues()
+            if self._pauses_changed == changes:
+                self._paused_read_at = began
+                return
+
     async def claim_once(self) -> int:
         """Claim up to the free slots; return how many were asked for minus how many came."""
+        claims = await self._claim_round()
+        return claims.want - claims.took
+
+    async def _claim_round(self) -> _Round:
         free = await self._slots.wait_free()
         want = min(free, self._batch_size())
         excluded = await self._excluded()
+        started = self._clock.monotonic()
         claimed: list[ClaimedTask] = []
         try:
             for queue, room in self._plan.limited.items():
@@ -126,7 +160,7 @@ class Discovery:
             self._take(claimed)
             if self._limiter is not None:
                 self._plan = self._limiter.plan()  # what is blocked now, after this claim
-        return want - len(claimed)
+        return _Round(want, len(claimed), started)
 
     def _take(self, claimed: list[ClaimedTask]) -> None:
         if not claimed:
@@ -139,29 +173,57 @@ class Discovery:
 
     async def run(self) -> None:
         contended = _CONTENDED_MIN_S
+        outage = _OUTAGE_MIN_S
         while True:
             self.report_progress()
             self._target = math.inf
-            shortfall = await self.claim_once()
-            if shortfall == 0:
-                continue  # there may be more due: claim again as soon as slots free up
-            # Queues at a limit or paused are not waited for: a slot freed, a token or a resume
-            # wakes discovery for them.
-            blocked = sorted({*self._paused, *self._plan.blocked})
-            next_due = await self._store.next_due_in(blocked)
-            now = self._clock.monotonic()
-            poll = self._poll_interval_s()
-            if self._plan.wake_in_s is not None:
-                poll = min(poll, self._plan.wake_in_s)
-            if next_due is not None and next_due <= 0:
-                # Due rows exist but were locked by another claimer: look again soon.
-                wait = min(contended, poll)
-                contended = min(contended * 2, poll)
+            try:
+                contended = await self._round(contended)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                # The database is down: nothing is held here (what a claim took was handed to
+                # the executor), so wait and look again, backing off while it lasts.
+                wait = min(outage, self._poll_interval_s())
+                self._log.warning("claim_failed", error=describe(exc), retry_in_s=wait)
+                outage = min(outage * 2, _OUTAGE_MAX_S)
+                self._target = self._clock.monotonic() + wait
+                await self._sleep_until_target()
             else:
-                contended = _CONTENDED_MIN_S
-                wait = poll if next_due is None else min(next_due, poll)
-            self._target = min(self._target, now + wait)
-            await self._sleep_until_target()
+                outage = _OUTAGE_MIN_S
+
+    async def _round(self, contended: float) -> float:
+        """Claim, then sleep until there is more to claim; the contended back-off to use next."""
+        claims = await self._claim_round()
+        if claims.took:
+            contended = _CONTENDED_MIN_S
+        if claims.took == claims.want:
+            return contended  # there may be more due: claim again as soon as slots free up
+        # Queues at a limit or paused are not waited for: a slot freed, a token or a resume
+        # wakes discovery for them.
+        blocked = sorted({*self._paused, *self._plan.blocked})
+        next_due = await self._store.next_due_in(blocked)
+        now = self._clock.monotonic()
+        poll = self._poll_interval_s()
+        if self._plan.wake_in_s is not None:
+            poll = min(poll, self._plan.wake_in_s)
+        if next_due is None or next_due > 0:
+            contended = _CONTENDED_MIN_S
+            wait = poll if next_due is None else min(next_due, poll)
+        elif claims.took or -next_due < now - claims.started:
+            # A task is due, but this is no contention: the claim took what was due when it
+            # looked (fewer than it could), or the task fell due after the claim began (it
+            # has been due for less time than this round took). Look again at once.
+            contended = _CONTENDED_MIN_S
+            wait = 0.0
+        else:
+            # Due since before the claim began, yet the claim took nothing: other claimers
+            # hold those rows. Look again soon, backing off while that lasts.
+            wait = min(contended, poll)
+            contended = min(contended * 2, poll, _CONTENDED_MAX_S)
+        self._target = min(self._target, now + wait)
+        await self._sleep_until_target()
+        return contended
 
     async def _sleep_until_target(self) -> None:
         self.sleeping.set()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -14,7 +16,7 @@ from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.discovery import Discovery
 from scheduler_daemon.engine.leases import LeaseRegistry
 from scheduler_daemon.engine.slots import Slots
-from tests.fakes import FakeClock, FakeEngineStore, claimed_task, settle
+from tests.fakes import ClaimCall, FakeClock, FakeEngineStore, claimed_task, settle
 
 OWNER = "host/1/abc"
 LEASE_S = 30.0
@@ -343,3 +345,218 @@ async def test_poll_interval_is_read_live() -> None:
         await rig.clock.advance(5.0)
         assert rig.claims == 2
         assert rig.clock.deadlines == [2.0]
+
+
+# --- (f) short claims: contention or tasks that just fell due ------------------------------
+
+
+@dataclass(eq=False)
+class TimedStore(FakeEngineStore):
+    """Tasks that fall due at set times of the fake clock. Every claim and ``next_due_in`` takes
+    ``latency_s`` of fake time and answers as of the moment it began (a statement's snapshot);
+    rows in ``locked`` are held by another claimer: claims skip them, ``next_due_in`` sees
+    them."""
+
+    clock: FakeClock = field(default_factory=FakeClock)
+    latency_s: float = 0.0
+    schedule: list[tuple[float, ClaimedTask]] = field(default_factory=list)  # by due time
+    locked: set[uuid.UUID] = field(default_factory=set)
+    claim_times: list[float] = field(default_factory=list)  # each claim's snapshot
+    waits: dict[uuid.UUID, float] = field(default_factory=dict)  # claimed at minus due at
+
+    def fall_due(self, in_s: float) -> ClaimedTask:
+        """A task due ``in_s`` seconds from now (on a whole nanosecond, as the clock keeps)."""
+        task = claimed_task()
+        at = round((self.clock.monotonic() + in_s) * 1e9) / 1e9
+        self.schedule.append((at, task))
+        self.schedule.sort(key=lambda entry: entry[0])
+        return task
+
+    def longest_wait(self) -> float:
+        """The longest any due task waited: claimed ones until their claim, the others until
+        now."""
+        now = self.clock.monotonic()
+        unclaimed = [now - at for at, task in self.schedule if at <= now]
+        return max([*self.waits.values(), *unclaimed], default=0.0)
+
+    async def claim(
+        self, owner: str, limit: int, lease_s: float, exclude: Sequence[str] = ()
+    ) -> list[ClaimedTask]:
+        self.claim_calls.append(ClaimCall(owner, limit, lease_s, tuple(exclude)))
+        now = self.clock.monotonic()
+        self.claim_times.append(now)
+        free = [(at, t) for at, t in self.schedule if at <= now and t.id not in self.locked]
+        taken = free[:limit]
+        ids = {t.id for _, t in taken}
+        self.schedule = [(at, t) for at, t in self.schedule if t.id not in ids]
+        self.waits.update((t.id, now - at) for at, t in taken)
+        await self.clock.sleep(self.latency_s)
+        return [t for _, t in taken]
+
+    async def next_due_in(self, exclude: Sequence[str] = ()) -> float | None:
+        self.next_due_calls += 1
+        now = self.clock.monotonic()
+        answer = self.schedule[0][0] - now if self.schedule else None
+        await self.clock.sleep(self.latency_s)
+        return answer
+
+
+def make_timed_rig(*, latency_s: float = 0.0, poll_s: float = 5.0) -> tuple[Rig, TimedStore]:
+    clock = FakeClock()
+    store = TimedStore(clock=clock, latency_s=latency_s)
+    rig = Rig(clock, store, Slots(10_000), LeaseRegistry(clock), poll_s=poll_s)
+    return rig, store
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+async def test_tasks_falling_due_every_ms_under_load_never_wait_long() -> None:
+    # Every store call takes 1.5 ms: each claim takes the few tasks due, and by the time
+    # next_due_in answers another one has fallen due. That is no contention: look again at once.
+    rig, store = make_timed_rig(latency_s=0.0015)
+    for i in range(1, 1001):
+        store.fall_due(i * 0.001)
+    async with running(rig):
+        await rig.clock.advance(0.8)
+        assert store.longest_wait() <= 0.005
+        # Never slept between rounds: one claim every 3 ms (claim plus next_due_in).
+        assert max(gaps(store.claim_times)) == pytest.approx(0.003)
+        assert len(store.waits) >= 790
+
+
+async def test_task_falling_due_just_after_an_empty_claim_is_claimed_at_once() -> None:
+    rig, store = make_timed_rig(latency_s=0.001)
+    start = rig.clock.monotonic()
+    task = store.fall_due(0.0005)  # after the first claim's snapshot, before next_due_in's
+    async with running(rig):
+        # Claim (empty), next_due_in (-0.5 ms), then at once the claim that takes it.
+        await rig.clock.advance(0.004)
+        assert store.claim_times == [start, pytest.approx(start + 0.002, abs=1e-8)]
+        assert store.waits == {task.id: pytest.approx(0.0015)}
+        assert rig.clock.deadlines == [pytest.approx(5.0)]  # nothing left: poll
+
+
+async def test_locked_row_backs_off_and_a_claim_that_takes_rows_resets_it() -> None:
+    rig, store = make_timed_rig()
+    held = store.fall_due(-1.0)
+    store.locked.add(held.id)  # due, but another daemon holds its row
+    async with running(rig):
+        for wait in (0.002, 0.004, 0.008, 0.016):
+            await rig.clock.wait_for_sleepers(1)
+            assert rig.clock.deadlines == [pytest.approx(wait)]
+            await rig.clock.advance(wait)
+        assert len(store.claim_times) == 5
+        assert store.waits == {}
+        fresh = store.fall_due(0.0)  # due now, its row free; the locked one stays locked
+        await rig.clock.wait_for_sleepers(1)
+        assert rig.clock.deadlines == [pytest.approx(0.032)]
+        await rig.clock.advance(0.032)
+        assert list(store.waits) == [fresh.id]
+        # The claim took a row: the back-off starts again from the bottom.
+        await rig.clock.wait_for_sleepers(1)
+        assert rig.clock.deadlines == [pytest.approx(0.002)]
+        await rig.clock.advance(0.002)
+        await rig.clock.wait_for_sleepers(1)
+        assert rig.clock.deadlines == [pytest.approx(0.004)]
+
+
+async def test_contended_back_off_stops_short_of_the_poll_interval() -> None:
+    # A row stays locked for long: tasks falling due meanwhile still wait only briefly.
+    rig, store = make_timed_rig(poll_s=5.0)
+    held = store.fall_due(-1.0)
+    store.locked.add(held.id)
+    later = store.fall_due(1.0)
+    async with running(rig):
+        await rig.clock.advance(0.9)
+        await rig.clock.wait_for_sleepers(1)
+        assert rig.clock.deadlines[0] <= 0.05
+        await rig.clock.advance(0.2)
+        assert store.waits[later.id] <= 0.05
+
+
+# --- (g) pause list reads racing a resume --------------------------------------------------
+
+
+@dataclass(eq=False)
+class HeldPausesStore(FakeEngineStore):
+    """``paused_queues`` reads the pauses when called, then, while ``hold`` is set, waits for
+    ``resume_read`` before answering (``reading`` tells the test the read is in flight)."""
+
+    hold: bool = False
+    reading: asyncio.Event = field(default_factory=asyncio.Event)
+    resume_read: asyncio.Event = field(default_factory=asyncio.Event)
+    pause_reads: int = 0
+
+    async def paused_queues(self) -> frozenset[str]:
+        self.pause_reads += 1
+        answer = frozenset(self.paused)
+        if self.hold:
+            self.reading.set()
+            await self.resume_read.wait()
+        return answer
+
+
+async def test_resume_during_a_pause_read_is_not_lost() -> None:
+    clock = FakeClock()
+    store = HeldPausesStore(paused={"held"})
+    store.add_due(claimed_task(queue="held") for _ in range(2))
+    rig = Rig(clock, store, Slots(10), LeaseRegistry(clock), poll_s=5.0)
+    async with running(rig):
+        await clock.wait_for_sleepers(1)
+        assert rig.drain_ready() == []
+        assert store.pause_reads == 1
+        # Something else asks for a fresh look; its read of the pauses is in flight when the
+        # queue is resumed and the resume is announced.
+        store.hold = True
+        rig.discovery.notify(None)
+        async with asyncio.timeout(5.0):
+            await store.reading.wait()
+        store.paused = set()
+        rig.discovery.notify(None)
+        store.hold = False
+        store.resume_read.set()
+        await settle()
+        # The read that began before the resume is stale: the pauses are read again and the
+        # resumed queue is claimed at once, not a poll interval later.
+        assert [t.queue for t in rig.drain_ready()] == ["held", "held"]
+        assert clock.monotonic() == 1000.0
+        assert store.pause_reads == 3
+
+
+# --- a database outage: discovery waits it out instead of crashing ---------------------------
+
+
+@dataclass
+class DownStore(FakeEngineStore):
+    """Refuses connections ``outage`` times, then answers as the fake store does."""
+
+    outage: int = 3
+
+    async def claim(
+        self, owner: str, limit: int, lease_s: float, exclude: Sequence[str] = ()
+    ) -> list[ClaimedTask]:
+        if self.outage > 0:
+            self.outage -= 1
+            self.claim_calls.append(ClaimCall(owner, limit, lease_s, tuple(exclude)))
+            raise ConnectionRefusedError("connection refused")
+        return await super().claim(owner, limit, lease_s, exclude)
+
+
+async def test_an_outage_is_waited_out_with_back_off_then_due_tasks_are_claimed() -> None:
+    clock = FakeClock()
+    store = DownStore(due=[claimed_task() for _ in range(2)], next_due=None)
+    rig = Rig(clock, store, Slots(10), LeaseRegistry(clock))
+    async with running(rig) as task:
+        await clock.wait_for_sleepers(1)
+        assert clock.deadlines == [pytest.approx(0.05)]
+        await clock.advance(0.05)
+        await clock.wait_for_sleepers(1)
+        assert clock.deadlines == [pytest.approx(0.1)]  # doubling while it lasts
+        await clock.advance(0.1)
+        await clock.advance(0.2)
+        await settle()
+        assert not task.done(), "discovery crashed on an unreachable database"
+        assert rig.discovery.claimed_total == 2
+        assert len(rig.drain_ready()) == 2
