@@ -26,24 +26,26 @@ from scheduler_daemon.api.app import create_app
 from scheduler_daemon.api.context import ApiContext
 from scheduler_daemon.aws.backend import EventBridgeBackend, eventbridge_backend
 from scheduler_daemon.clock import Clock, SystemClock
-from scheduler_daemon.domain.backoff import Backoff
 from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
 from scheduler_daemon.engine.completer import Completer
 from scheduler_daemon.engine.discovery import Discovery
 from scheduler_daemon.engine.executor import Executor
 from scheduler_daemon.engine.expander import Expander
-from scheduler_daemon.engine.leases import Heartbeat, LeaseRegistry, Rescuer
+from scheduler_daemon.engine.lease_keeper import LeaseKeeper
+from scheduler_daemon.engine.leases import LeaseRegistry, Rescuer
 from scheduler_daemon.engine.limits import QueueLimiter
+from scheduler_daemon.engine.presence import Presence
 from scheduler_daemon.engine.pruner import Pruner
+from scheduler_daemon.engine.retries import RetryPolicies
 from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.engine.supervisor import Supervisor
-from scheduler_daemon.engine.watchdog import Watchdog
+from scheduler_daemon.engine.watchdog import LoopBlockDetector, Watchdog
 from scheduler_daemon.handlers import load_handlers
 from scheduler_daemon.health import Health
 from scheduler_daemon.logs import configure_logging, get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.reload import Reloader, ReloadOutcome, describe
-from scheduler_daemon.settings import RetrySettings, Settings, WebhookSettings, load_settings
+from scheduler_daemon.settings import Settings, WebhookSettings, load_settings
 from scheduler_daemon.store.embedded import start_embedded
 from scheduler_daemon.store.listener import NotificationListener
 from scheduler_daemon.store.outbox import OutboxStore
@@ -56,6 +58,7 @@ from scheduler_daemon.store.postgres import (
 from scheduler_daemon.store.queues import QueueStore
 from scheduler_daemon.store.retention import RetentionStore
 from scheduler_daemon.store.schedules import ScheduleStore
+from scheduler_daemon.store.workers import WorkerStore
 
 log = get_logger("daemon")
 
@@ -117,6 +120,41 @@ def _webhook_options(settings: Callable[[], Settings]) -> Callable[[], WebhookOp
         return options
 
     return current
+
+
+# Where the AWS SDK finds credentials without a network call: the variables it reads, and the
+# shared files. (An instance role, found through the metadata service, needs aws.endpoint_url
+# or the eventbridge backend to count.)
+_AWS_CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
+
+
+def aws_configured(settings: Settings) -> bool:
+    """Whether this daemon can reach AWS: the eventbridge backend, an ``aws.endpoint_url``, or
+    credentials in the environment or the shared files."""
+    if settings.scheduling.backend == "eventbridge" or settings.aws.endpoint_url:
+        return True
+    if any(os.environ.get(name) for name in _AWS_CREDENTIAL_VARIABLES):
+        return True
+    home = os.path.expanduser("~")
+    return any(
+        os.path.exists(os.path.join(home, ".aws", name)) for name in ("credentials", "config")
+    )
+
+
+def runnable_actions(actions: ActionRegistry, settings: Settings) -> list[str]:
+    """The actions this daemon claims: its handlers and the built-ins it is configured for
+    (``sqs`` only with AWS set up). A task of any other action waits for a daemon that runs
+    it."""
+    names = set(actions.names())
+    if not aws_configured(settings):
+        names.discard("sqs")
+    return sorted(names)
 
 
 def guard_policy(w: WebhookSettings) -> GuardPolicy:
@@ -200,7 +238,8 @@ class Daemon:
             pool = await create_pool(db.dsn, settings.database.pool_size)
             handler_pool = LazyPool(db.dsn, settings.database.handler_pool_size)
             try:
-                await self._serve(db.dsn, PostgresStore(pool), actions, handler_pool)
+                store = PostgresStore(pool, runnable_actions(actions, settings))
+                await self._serve(db.dsn, store, actions, handler_pool)
             finally:
                 await handler_pool.close()
                 await pool.close()
@@ -230,11 +269,14 @@ class Daemon:
         results: asyncio.Queue[AttemptResult] = asyncio.Queue()
         slots = Slots(s.executor.concurrency)
         registry = LeaseRegistry(clock)
-        backoff = _backoff(lambda: self.settings.retry)
+        backoff = RetryPolicies(lambda: self.settings).backoff
         metrics = Metrics(now=clock.now)
         metrics.track_slots(lambda: slots.in_use, lambda: slots.capacity)
         metrics.track_pool(lambda: store.pool.get_size() - store.pool.get_idle_size())
         metrics.track_due(store.count_due)
+        workers = WorkerStore(store.pool)
+        metrics.track_unrunnable(workers.unrunnable_by_action)
+        presence = Presence(workers, self.owner, store.runnable or [], clock)
         # Alerts: channels, windows and the guard follow reloads.
         alerter = Alerter(
             lambda: self.settings.alerts,
@@ -279,7 +321,7 @@ class Daemon:
         )
         aws: EventBridgeBackend | None = None
         if s.scheduling.backend == "eventbridge":
-            outbox = OutboxStore(store.pool)
+            outbox = OutboxStore(store.pool, store.runnable)
             metrics.track_outbox(outbox.count_pending)
             aws = await stack.enter_async_context(
                 eventbridge_backend(
@@ -310,14 +352,22 @@ class Daemon:
             on_recorded=None if aws is None else aws.messages.recorded,
             alerts=alerter.emit,
         )
-        heartbeat = Heartbeat(
-            store,
+        # Leases are renewed from a thread of their own (its own loop and connection), so
+        # that a handler holding this loop cannot make them lapse; the same thread reports a
+        # block of this loop while it lasts.
+        blocks = LoopBlockDetector(
+            asyncio.get_running_loop(), lambda: self.settings.watchdog, clock
+        )
+        keeper = LeaseKeeper(
+            dsn,
             registry,
             self.owner,
             clock,
             lease_s=lambda: self.settings.executor.lease_s,
             interval_s=lambda: self.settings.executor.heartbeat_interval_s,
+            also_run=[blocks.run],
         )
+        stack.push_async_callback(keeper.stop)  # whatever ends the daemon, the thread ends
         rescuer = Rescuer(
             store,
             clock,
@@ -332,13 +382,11 @@ class Daemon:
         supervisor = Supervisor(clock)
         watchdog = Watchdog(clock, lambda: self.settings.watchdog, alerts=alerter.emit)
         metrics.event_loop_lag.set_function(lambda: watchdog.lag_s)
-        self._watch(
-            watchdog, slots, results, discovery, expander, completer, heartbeat, rescuer, aws
-        )
+        self._watch(watchdog, slots, results, discovery, expander, completer, keeper, rescuer, aws)
         health = Health(
             store,
             listener.connected.is_set,
-            lambda: [*supervisor.unhealthy(), *watchdog.problems()],
+            lambda: [*supervisor.unhealthy(), *watchdog.problems(), *keeper.problems()],
         )
         self.reloader.on_result = lambda result: metrics.config_reloads.labels(result).inc()
 
@@ -359,6 +407,7 @@ class Daemon:
                 schedules,
                 config_loaded_at=lambda: self.reloader.loaded_at,
                 queues=QueueStore(store.pool),
+                workers=workers,
             ),
             metrics,
         )
@@ -386,7 +435,7 @@ class Daemon:
                 supervisor.start("listener", listener.run)
                 supervisor.start("completer", completer.run)
                 supervisor.start("executor", executor.run)
-                supervisor.start("heartbeat", heartbeat.run)
+                keeper.start()
                 supervisor.start("rescuer", rescuer.run)
                 if aws is None:
                     supervisor.start("discovery", discovery.run)
@@ -397,6 +446,7 @@ class Daemon:
                 supervisor.start("expander", expander.run)
                 supervisor.start("watchdog", watchdog.run)
                 supervisor.start("pruner", pruner.run)
+                supervisor.start("presence", presence.run)
                 # Ready once the LISTEN connection is up (or a stop came first).
                 await _first(listener.connected.wait(), self._stop.wait())
                 health.started = True
@@ -420,10 +470,15 @@ class Daemon:
                     log.error("drain_flush_expired", unrecorded=results.qsize())
                 await supervisor.stop("completer")
                 released = await self._release(store, registry)
+                # Nothing is held any more (or the release failed: the leases lapse, and
+                # another daemon's rescuer takes the tasks over).
+                await keeper.stop()
                 if aws is not None:
                     await aws.drained(released, timeout_s=5.0)
                     await supervisor.stop("sqs_messages")
                     await supervisor.stop("publisher")
+                await supervisor.stop("presence")
+                await presence.leave()
                 # The last alerts (the completer's, what the windows held) get a moment.
                 await alerter.drain(timeout_s=ALERTS_DRAIN_S)
                 await supervisor.stop("alerter")
@@ -441,7 +496,7 @@ class Daemon:
         discovery: Discovery,
         expander: Expander,
         completer: Completer,
-        heartbeat: Heartbeat,
+        keeper: LeaseKeeper,
         rescuer: Rescuer,
         aws: EventBridgeBackend | None,
     ) -> None:
@@ -464,7 +519,7 @@ class Daemon:
             "expander", lambda: cfg().expander.poll_interval_s
         )
         completer.report_progress = watchdog.reporter("completer", busy=lambda: not results.empty())
-        heartbeat.report_progress = watchdog.reporter(
+        keeper.report_progress = watchdog.reporter(
             "heartbeat", lambda: cfg().executor.heartbeat_interval_s
         )
         rescuer.report_progress = watchdog.reporter(
@@ -486,20 +541,6 @@ class Daemon:
             log.info("task_released", task_id=str(task_id))
             registry.discard(task_id)
         return list(released)
-
-
-def _backoff(retry: Callable[[], RetrySettings]) -> Callable[[], Backoff]:
-    """The retry backoff of the live settings (rebuilt when a reload changed them)."""
-    cache: dict[RetrySettings, Backoff] = {}
-
-    def current() -> Backoff:
-        r = retry()
-        if r not in cache:
-            cache.clear()
-            cache[r] = Backoff(r.base_s, r.cap_s, r.jitter)
-        return cache[r]
-
-    return current
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:

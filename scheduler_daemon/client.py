@@ -248,6 +248,7 @@ class TaskSpec:
     queue: str | None = None
     priority: int | None = None
     max_attempts: int | None = None
+    retry: Mapping[str, float] | None = None
     timeout_s: float | None = None
     idempotency_key: str | None = None
     depends_on: Sequence[TaskRef] | None = None
@@ -268,6 +269,7 @@ class TaskSpec:
             "queue",
             "priority",
             "max_attempts",
+            "retry",
             "timeout_s",
             "idempotency_key",
             "metadata",
@@ -536,6 +538,7 @@ class SchedulerClient:
         queue: str | None = None,
         priority: int | None = None,
         max_attempts: int | None = None,
+        retry: Mapping[str, float] | None = None,
         timeout_s: float | None = None,
         idempotency_key: str | None = None,
         depends_on: Sequence[TaskRef] | None = None,
@@ -548,7 +551,8 @@ class SchedulerClient:
         ``run_at``: each next occurrence is a new task whose ``parent_task_id`` is this one's.
 
         ``run_at`` must be timezone-aware; give it or ``delay_s`` (seconds from now), or
-        neither to run now. Arguments left None take the daemon's defaults. With
+        neither to run now. ``retry``: ``{"max_attempts", "base_s", "cap_s"}``, each optional.
+        Arguments left None take the daemon's defaults. With
         ``idempotency_key``, repeating the same request returns the task it first created,
         while the same key with a different request raises :class:`Conflict`.
         """
@@ -560,6 +564,7 @@ class SchedulerClient:
             queue=queue,
             priority=priority,
             max_attempts=max_attempts,
+            retry=retry,
             timeout_s=timeout_s,
             idempotency_key=idempotency_key,
             depends_on=depends_on,

@@ -29,6 +29,7 @@ from scheduler_daemon.actions.base import (
     field_path,
 )
 from scheduler_daemon.api.schemas import CreateTask, storable_json
+from scheduler_daemon.domain.backoff import DEFAULT_MAX_ATTEMPTS
 from scheduler_daemon.domain.models import NewTask
 from scheduler_daemon.store.postgres import (
     Connection,
@@ -79,7 +80,8 @@ async def enqueue(
     delay_s: float | None = None,
     queue: str = "default",
     priority: int = 0,
-    max_attempts: int = 3,
+    max_attempts: int | None = None,
+    retry: Mapping[str, float] | None = None,
     timeout_s: float = 30.0,
     idempotency_key: str | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -112,6 +114,7 @@ async def enqueue(
                 "queue": queue,
                 "priority": priority,
                 "max_attempts": max_attempts,
+                "retry": None if retry is None else dict(retry),
                 "timeout_s": timeout_s,
                 "idempotency_key": idempotency_key,
                 "metadata": dict(metadata or {}),
@@ -134,7 +137,7 @@ async def enqueue(
     payload_json = _storable("payload", stored)
     _storable("metadata", body.metadata)
     task = body.new_task(
-        stored, max_attempts=max_attempts, timeout_s=timeout_s, payload_json=payload_json
+        stored, max_attempts=DEFAULT_MAX_ATTEMPTS, timeout_s=timeout_s, payload_json=payload_json
     )
     [task_id] = await enqueue_many(conn, [task])
     return task_id

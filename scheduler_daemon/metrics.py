@@ -94,6 +94,12 @@ class Metrics:
             "Scheduled tasks that are due and not claimed (counted when scraped)",
             registry=r,
         )
+        self.tasks_without_worker = Gauge(
+            "scheduler_tasks_due_without_worker",
+            "Due scheduled tasks whose action no running daemon can run (counted when scraped)",
+            ["action"],
+            registry=r,
+        )
         self.executor_busy = Gauge("scheduler_executor_busy", "Executor slots in use", registry=r)
         self.executor_capacity = Gauge(
             "scheduler_executor_capacity", "Executor slots (executor.concurrency)", registry=r
@@ -168,6 +174,7 @@ class Metrics:
         self.build_info.labels(version or package_version()).set(1)
         self._count_due: Callable[[], Awaitable[int]] | None = None
         self._count_outbox: Callable[[], Awaitable[int]] | None = None
+        self._unrunnable: Callable[[], Awaitable[dict[str, int]]] | None = None
         self.due_timeout_s = DUE_QUERY_TIMEOUT_S
 
     # -- wiring: where the scrape-time gauges read from ------------------------------------
@@ -184,6 +191,10 @@ class Metrics:
 
     def track_outbox(self, count_pending: Callable[[], Awaitable[int]]) -> None:
         self._count_outbox = count_pending
+
+    def track_unrunnable(self, count: Callable[[], Awaitable[dict[str, int]]]) -> None:
+        """``count``: due tasks no running daemon can run, by action."""
+        self._unrunnable = count
 
     # -- recording --------------------------------------------------------------------------
 
@@ -245,6 +256,16 @@ class Metrics:
                 _log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}")
                 continue
             gauge.set(value)
+        if self._unrunnable is not None:
+            try:
+                async with asyncio.timeout(self.due_timeout_s):
+                    by_action = await self._unrunnable()
+            except Exception as exc:
+                _log.warning("metrics_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                self.tasks_without_worker.clear()  # an action that is runnable again drops out
+                for action, n in by_action.items():
+                    self.tasks_without_worker.labels(action).set(n)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format 0.0.4."""

@@ -28,6 +28,13 @@ from pydantic_settings import (
 )
 
 from scheduler_daemon.actions.signing import parse_secret
+from scheduler_daemon.domain.backoff import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_BASE_S,
+    DEFAULT_RETRY_CAP_S,
+    MAX_RETRY_BASE_S,
+    MAX_RETRY_CAP_S,
+)
 
 CONFIG_ENV = "SCHEDULER_CONFIG"
 ENV_PREFIX = "SCHEDULER_"
@@ -136,10 +143,19 @@ class ExpanderSettings(Section):
 
 
 class RetrySettings(Section):
-    base_s: float = Field(default=1.0, gt=0)
-    cap_s: float = Field(default=300.0, gt=0)
+    base_s: float = Field(default=DEFAULT_RETRY_BASE_S, gt=0, le=MAX_RETRY_BASE_S)
+    cap_s: float = Field(default=DEFAULT_RETRY_CAP_S, gt=0, le=MAX_RETRY_CAP_S)
     jitter: bool = True
-    max_attempts: int = Field(default=3, ge=1, le=1000)
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=1000)
+
+
+class QueueRetry(Section):
+    """A queue's retry policy (``[queues.<name>.retry]``): what its tasks use when they do not
+    set their own; every key optional (unset: ``[retry]``'s)."""
+
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    base_s: float | None = Field(default=None, gt=0, le=MAX_RETRY_BASE_S)
+    cap_s: float | None = Field(default=None, gt=0, le=MAX_RETRY_CAP_S)
 
 
 class ShutdownSettings(Section):
@@ -319,6 +335,9 @@ class QueueLimits(Section):
     burst: int | None = Field(
         default=None, ge=1, le=100_000, description="token bucket size; unset: one second's"
     )
+    retry: QueueRetry = Field(
+        default_factory=QueueRetry, description="the retry policy of the queue's tasks"
+    )
 
     @model_validator(mode="after")
     def _burst_needs_rate(self) -> QueueLimits:
@@ -371,6 +390,14 @@ class Settings(BaseSettings):
             if not QUEUE_NAME.fullmatch(name):
                 raise ValueError(f"queue name {name!r} is not valid: 1-100 of A-Z a-z 0-9 _ . : -")
         return value
+
+    def max_attempts(self, queue: str) -> int:
+        """The attempts a new task of ``queue`` gets when its request does not say: the
+        queue's ``retry.max_attempts``, else ``retry.max_attempts``."""
+        limits = self.queues.get(queue)
+        if limits is not None and limits.retry.max_attempts is not None:
+            return limits.retry.max_attempts
+        return self.retry.max_attempts
 
     @model_validator(mode="after")
     def _backend_complete(self) -> Settings:

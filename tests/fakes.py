@@ -164,6 +164,8 @@ def claimed_task(
     timeout_s: float = 30.0,
     task_id: uuid.UUID | None = None,
     queue: str = "default",
+    retry_base_s: float | None = None,
+    retry_cap_s: float | None = None,
 ) -> ClaimedTask:
     """A ClaimedTask with sensible defaults; every call gets a new id unless one is given."""
     return ClaimedTask(
@@ -175,6 +177,8 @@ def claimed_task(
         timeout_s=timeout_s,
         run_at=datetime(2025, 1, 1, tzinfo=UTC),
         queue=queue,
+        retry_base_s=retry_base_s,
+        retry_cap_s=retry_cap_s,
     )
 
 

@@ -14,6 +14,7 @@ from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.base import TaskStore
 from scheduler_daemon.store.queues import QueueStore
 from scheduler_daemon.store.schedules import ScheduleStore
+from scheduler_daemon.store.workers import WorkerStore
 
 
 class ReadinessCheck(Protocol):
@@ -29,6 +30,7 @@ class ApiContext:
     schedules: ScheduleStore | None = None
     config_loaded_at: Callable[[], datetime] | None = None  # when the settings were loaded
     queues: QueueStore | None = None
+    workers: WorkerStore | None = None  # which actions running daemons can run
 
 
 CONTEXT = web.AppKey("context", ApiContext)

@@ -44,6 +44,13 @@ class QueueOut(BaseModel):
     oldest_due_age_s: float | None = Field(
         description="seconds the longest-waiting due task has waited; null: none due"
     )
+    due_without_worker: int = Field(
+        default=0,
+        description="due tasks whose action no running daemon can run (they wait for one)",
+    )
+    actions_without_worker: list[str] = Field(
+        default_factory=list, description="the actions of those tasks"
+    )
     limits: QueueLimitsOut
 
 
@@ -66,6 +73,8 @@ def _out(state: QueueState, limits: QueueLimits | None) -> QueueOut:
         due=state.due,
         running=state.running,
         oldest_due_age_s=state.oldest_due_age_s,
+        due_without_worker=state.due_without_worker,
+        actions_without_worker=list(state.actions_without_worker),
         limits=QueueLimitsOut.model_validate(limits.model_dump()) if limits else QueueLimitsOut(),
     )
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from scheduler_daemon.api.schemas import NAME_PATTERN, Instant
+from scheduler_daemon.api.schemas import NAME_PATTERN, Instant, RetryPolicy, check_attempts
 from scheduler_daemon.domain.describe import describe
 from scheduler_daemon.domain.schedules import MisfirePolicy, OverlapPolicy, Schedule
 
@@ -29,8 +29,16 @@ class TaskTemplateIn(BaseModel):
     queue: str = Field(default="default", min_length=1, max_length=100, pattern=NAME_PATTERN)
     priority: int = Field(default=0, ge=-1000, le=1000)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
+    retry: RetryPolicy | None = Field(
+        default=None, description="each occurrence's retry policy, as for a task"
+    )
     timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_max_attempts(self) -> TaskTemplateIn:
+        check_attempts(self.max_attempts, self.retry)
+        return self
 
 
 class BlackoutIn(BaseModel):
@@ -129,6 +137,8 @@ class TaskTemplateOut(BaseModel):
     queue: str
     priority: int
     max_attempts: int
+    retry_base_s: float | None = Field(default=None, description="null: the queue's or [retry]'s")
+    retry_cap_s: float | None = Field(default=None, description="null: the queue's or [retry]'s")
     timeout_s: float
     metadata: dict[str, Any]
 
@@ -179,6 +189,8 @@ class ScheduleOut(BaseModel):
                 queue=t.queue,
                 priority=t.priority,
                 max_attempts=t.max_attempts,
+                retry_base_s=t.retry_base_s,
+                retry_cap_s=t.retry_cap_s,
                 timeout_s=t.timeout_s,
                 metadata=t.metadata,
             ),

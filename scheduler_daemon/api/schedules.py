@@ -116,14 +116,28 @@ def _recurrence(body: ScheduleIn) -> Recurrence:
     )
 
 
+def _rule_problem(exc: RuleError) -> Problem:
+    """A 422 naming the rule's field; also for EvaluationLimit, a rule too costly to
+    evaluate (its next occurrences could not be found within the step bound)."""
+    return invalid([FieldError(exc.field, exc.message)])
+
+
 def _checked(rule: Recurrence, now: datetime) -> Recurrence:
     if rule.interval_s is not None and rule.anchor is None:
         rule = replace(rule, anchor=now)  # an interval with no start counts from now
     try:
         validate(rule, now)
     except RuleError as exc:
-        raise invalid([FieldError(exc.field, exc.message)]) from None
+        raise _rule_problem(exc) from None
     return rule
+
+
+def _first(rule: Recurrence, now: datetime) -> datetime | None:
+    """The next run of a validated rule; a 422 if even that is too costly to find."""
+    try:
+        return next_occurrence(rule, now, inclusive=True)
+    except RuleError as exc:
+        raise _rule_problem(exc) from None
 
 
 def _template(ctx: ApiContext, body: ScheduleIn) -> TaskTemplate:
@@ -134,6 +148,7 @@ def _template(ctx: ApiContext, body: ScheduleIn) -> TaskTemplate:
         queue=t.queue,
         priority=t.priority,
         max_attempts=t.max_attempts,
+        retry=t.retry,
         timeout_s=t.timeout_s,
         metadata=t.metadata,
     )
@@ -144,6 +159,8 @@ def _template(ctx: ApiContext, body: ScheduleIn) -> TaskTemplate:
         queue=task.queue,
         priority=task.priority,
         max_attempts=task.max_attempts,
+        retry_base_s=task.retry_base_s,
+        retry_cap_s=task.retry_cap_s,
         timeout_s=task.timeout_s,
         metadata=task.metadata,
     )
@@ -158,11 +175,7 @@ def build_schedule(
     if base is not None and base.recurrence.interval_s == rule.interval_s and rule.interval_s:
         rule = replace(rule, anchor=base.recurrence.anchor or rule.anchor)
     same_rule = base is not None and base.recurrence == rule
-    next_run_at = (
-        base.next_run_at
-        if base is not None and same_rule
-        else next_occurrence(rule, now, inclusive=True)
-    )
+    next_run_at = base.next_run_at if base is not None and same_rule else _first(rule, now)
     schedule = Schedule(
         id=base.id if base is not None else uuid.uuid4(),
         name=body.name,
@@ -187,6 +200,10 @@ def _as_body(s: Schedule) -> dict[str, Any]:
     data = ScheduleOut.of(s).model_dump(mode="json")
     for key in ("id", "next_run_at", "created_at", "updated_at", "description"):
         data.pop(key)
+    task = data["task"]
+    # The template's delays go back in as its retry policy (max_attempts stays top-level).
+    retry = {"base_s": task.pop("retry_base_s"), "cap_s": task.pop("retry_cap_s")}
+    task["retry"] = {k: v for k, v in retry.items() if v is not None} or None
     return data
 
 
@@ -282,7 +299,10 @@ async def resume_schedule(request: web.Request) -> web.Response:
 
 def _preview(rule: Recurrence, count: int, now: datetime) -> SchedulePreview:
     zone = ZoneInfo(rule.timezone)
-    times = preview(rule, now, count)
+    try:
+        times = preview(rule, now, count)
+    except RuleError as exc:
+        raise _rule_problem(exc) from None
     return SchedulePreview(
         timezone=rule.timezone,
         occurrences=[Occurrence(utc=t, local=t.astimezone(zone)) for t in times],

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from scheduler_daemon.domain.backoff import MAX_RETRY_BASE_S, MAX_RETRY_CAP_S
 from scheduler_daemon.domain.models import Attempt, NewTask, Task, TaskStatus
 
 MAX_DELAY_S = 366 * 24 * 3600
@@ -51,6 +52,40 @@ DEFAULT_LIST_LIMIT = 50
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
 
+class RetryPolicy(BaseModel):
+    """A task's retry policy; what it leaves out comes from its queue ([queues.NAME.retry]),
+    else from the daemon's [retry]."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int | None = Field(
+        default=None, ge=1, le=100, description="attempts in all, the first one included"
+    )
+    base_s: float | None = Field(
+        default=None, gt=0, le=MAX_RETRY_BASE_S, description="the delay after the first failure"
+    )
+    cap_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_RETRY_CAP_S,
+        description="the longest delay; also caps a Retry-After the target asks for",
+    )
+
+    @model_validator(mode="after")
+    def _cap_above_base(self) -> RetryPolicy:
+        if self.base_s is not None and self.cap_s is not None and self.cap_s < self.base_s:
+            raise ValueError("cap_s must not be below base_s")
+        return self
+
+
+def check_attempts(max_attempts: int | None, retry: RetryPolicy | None) -> None:
+    """``max_attempts`` and ``retry.max_attempts`` say the same thing: one of them (or both,
+    equal)."""
+    wanted = retry.max_attempts if retry is not None else None
+    if wanted is not None and max_attempts is not None and wanted != max_attempts:
+        raise ValueError("give max_attempts or retry.max_attempts, not both")
+
+
 class CreateTask(BaseModel):
     """Body of POST /v1/tasks (and one item of a batch)."""
 
@@ -75,7 +110,14 @@ class CreateTask(BaseModel):
     )
     queue: str = Field(default="default", min_length=1, max_length=100, pattern=NAME_PATTERN)
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first")
-    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    max_attempts: int | None = Field(
+        default=None, ge=1, le=100, description="the same as retry.max_attempts"
+    )
+    retry: RetryPolicy | None = Field(
+        default=None,
+        description="exponential backoff from base_s doubling up to cap_s, jittered; unset "
+        "keys: the queue's policy, else the daemon's (by default 22 attempts over about a day)",
+    )
     timeout_s: float | None = Field(default=None, gt=0, le=24 * 3600)
     idempotency_key: Text | None = Field(
         default=None,
@@ -116,7 +158,15 @@ class CreateTask(BaseModel):
             raise ValueError("give run_at or delay_s, not both")
         if len(set(self.depends_on)) != len(self.depends_on):
             raise ValueError("depends_on lists a task twice")
+        check_attempts(self.max_attempts, self.retry)
         return self
+
+    @property
+    def wanted_attempts(self) -> int | None:
+        """max_attempts as the request gives it (either spelling), None: the default."""
+        if self.retry is not None and self.retry.max_attempts is not None:
+            return self.retry.max_attempts
+        return self.max_attempts
 
     def fingerprint(self, payload: dict[str, Any]) -> str:
         """What identifies the request for idempotent repeats: the body, the payload as
@@ -143,7 +193,9 @@ class CreateTask(BaseModel):
             delay_s=self.delay_s,
             queue=self.queue,
             priority=self.priority,
-            max_attempts=self.max_attempts or max_attempts,
+            max_attempts=self.wanted_attempts or max_attempts,
+            retry_base_s=self.retry.base_s if self.retry is not None else None,
+            retry_cap_s=self.retry.cap_s if self.retry is not None else None,
             timeout_s=self.timeout_s or timeout_s,
             idempotency_key=self.idempotency_key,
             metadata=self.metadata,
@@ -248,6 +300,14 @@ class TaskOut(BaseModel):
     run_at: datetime
     attempts: int
     max_attempts: int
+    retry_base_s: float | None = Field(
+        default=None,
+        description="the task's own retry.base_s (null: its queue's, else the daemon's)",
+    )
+    retry_cap_s: float | None = Field(
+        default=None,
+        description="the task's own retry.cap_s (null: its queue's, else the daemon's)",
+    )
     timeout_s: float
     idempotency_key: str | None
     metadata: dict[str, Any]
@@ -257,12 +317,20 @@ class TaskOut(BaseModel):
     parent_task_id: uuid.UUID | None
     lease_owner: str | None
     lease_expires_at: datetime | None
-    last_error: str | None
+    last_error: str | None = Field(
+        description="the error of the latest failed attempt while the task is retried or "
+        "failed; null once it completed (every attempt's error stays in its attempts)"
+    )
     result: Any
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    no_capable_worker: bool | None = Field(
+        default=None,
+        description="true in GET /v1/tasks/{id} of a scheduled or waiting task that no running "
+        "daemon can run (its action is loaded nowhere): it waits for one that can; else null",
+    )
 
     @classmethod
     def of(cls, task: Task) -> TaskOut:
@@ -277,6 +345,8 @@ class TaskOut(BaseModel):
             run_at=task.run_at,
             attempts=task.attempts,
             max_attempts=task.max_attempts,
+            retry_base_s=task.retry_base_s,
+            retry_cap_s=task.retry_cap_s,
             timeout_s=task.timeout_s,
             idempotency_key=task.idempotency_key,
             metadata=task.metadata,
@@ -292,6 +362,7 @@ class TaskOut(BaseModel):
             updated_at=task.updated_at,
             started_at=task.started_at,
             finished_at=task.finished_at,
+            no_capable_worker=task.no_capable_worker,
         )
 
 

@@ -38,7 +38,7 @@ from scheduler_daemon.api.schemas import (
     TaskOut,
     storable_json,
 )
-from scheduler_daemon.domain.models import NewTask, Page, Task
+from scheduler_daemon.domain.models import NewTask, Page, Task, TaskStatus
 from scheduler_daemon.domain.recurrence import RuleError, for_task, next_occurrence, validate
 from scheduler_daemon.domain.schedules import OverlapPolicy, Schedule, TaskTemplate, expand_at
 from scheduler_daemon.store.base import TaskFilter, TaskStore
@@ -203,7 +203,7 @@ def to_new_task(ctx: ApiContext, body: CreateTask, prefix: str = "") -> NewTask:
             raise invalid([FieldError(field("metadata"), problem)])
     return body.new_task(
         payload,
-        max_attempts=settings.retry.max_attempts,
+        max_attempts=settings.max_attempts(body.queue),
         timeout_s=settings.executor.default_timeout_s,
         payload_json=payload_json,
     )
@@ -286,6 +286,8 @@ async def _create_recurring(
             queue=new.queue,
             priority=new.priority,
             max_attempts=new.max_attempts,
+            retry_base_s=new.retry_base_s,
+            retry_cap_s=new.retry_cap_s,
             timeout_s=new.timeout_s,
             metadata=new.metadata,
         ),
@@ -381,11 +383,21 @@ async def list_tasks(request: web.Request) -> web.Response:
     return page_response(page, redacted_headers(request))
 
 
+_WAITING_TO_RUN = frozenset({TaskStatus.SCHEDULED, TaskStatus.WAITING})
+
+
 async def get_task(request: web.Request) -> web.Response:
+    ctx = context(request)
     task_id = task_id_of(request)
-    task = await context(request).store.get_task(task_id)
+    task = await ctx.store.get_task(task_id)
     if task is None:
         raise not_found(task_id)
+    if (
+        task.status in _WAITING_TO_RUN
+        and ctx.workers is not None
+        and task.action not in await ctx.workers.live_actions()
+    ):
+        task = dataclasses.replace(task, no_capable_worker=True)
     return task_response(task, redact_headers=redacted_headers(request))
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from scheduler_daemon.domain.backoff import DEFAULT_MAX_ATTEMPTS
+
 
 class TaskStatus(enum.StrEnum):
     WAITING = "waiting"
@@ -41,7 +43,7 @@ class NewTask:
     delay_s: float | None = None
     queue: str = "default"
     priority: int = 0
-    max_attempts: int = 3
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     timeout_s: float = 30.0
     idempotency_key: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +54,9 @@ class NewTask:
     scheduled_for: datetime | None = None
     parent_task_id: uuid.UUID | None = None
     payload_json: str | None = None  # the payload already encoded, when the caller has it
+    # The task's own retry delays (None: its queue's, else the daemon's [retry]).
+    retry_base_s: float | None = None
+    retry_cap_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +86,11 @@ class Task:
     scheduled_for: datetime | None = None
     parent_task_id: uuid.UUID | None = None
     request_hash: str | None = None
+    retry_base_s: float | None = None
+    retry_cap_s: float | None = None
+    # Read-time, not stored: True when no running daemon can run the task's action (None: it
+    # can be run, or nobody looked, as in lists).
+    no_capable_worker: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +120,8 @@ class ClaimedTask:
     series_start: int = 0  # attempts made before the current series (a manual retry)
     queue: str = "default"
     claimed_at: datetime | None = None  # the database's now() when claimed (lag: minus run_at)
+    retry_base_s: float | None = None  # the task's own retry delays (None: the queue's or default)
+    retry_cap_s: float | None = None
 
     @property
     def series_attempt(self) -> int:

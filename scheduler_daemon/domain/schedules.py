@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from scheduler_daemon.domain.backoff import DEFAULT_MAX_ATTEMPTS
 from scheduler_daemon.domain.models import NewTask
 from scheduler_daemon.domain.recurrence import (
     Blackout,
@@ -40,9 +41,11 @@ class TaskTemplate:
     payload: dict[str, Any] = field(default_factory=dict)
     queue: str = "default"
     priority: int = 0
-    max_attempts: int = 3
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     timeout_s: float = 30.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    retry_base_s: float | None = None  # None: the queue's, else the daemon's
+    retry_cap_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +197,8 @@ def _task(
         queue=t.queue,
         priority=t.priority,
         max_attempts=t.max_attempts,
+        retry_base_s=t.retry_base_s,
+        retry_cap_s=t.retry_cap_s,
         timeout_s=t.timeout_s,
         metadata=t.metadata,
         schedule_id=schedule.id,
@@ -277,6 +282,8 @@ def template_to_json(template: TaskTemplate) -> dict[str, Any]:
         "max_attempts": template.max_attempts,
         "timeout_s": template.timeout_s,
         "metadata": template.metadata,
+        "retry_base_s": template.retry_base_s,
+        "retry_cap_s": template.retry_cap_s,
     }
 
 
@@ -289,6 +296,8 @@ def template_from_json(data: dict[str, Any]) -> TaskTemplate:
         max_attempts=data.get("max_attempts", 3),
         timeout_s=data.get("timeout_s", 30.0),
         metadata=data.get("metadata", {}),
+        retry_base_s=data.get("retry_base_s"),
+        retry_cap_s=data.get("retry_cap_s"),
     )
 
 

@@ -23,6 +23,7 @@ from scheduler_daemon.domain.backoff import Backoff
 from scheduler_daemon.domain.models import AttemptResult, ClaimedTask, Outcome, TaskStatus
 from scheduler_daemon.engine.leases import LeaseRegistry
 from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.watchdog import attempt_task_name
 from scheduler_daemon.logs import get_logger
 
 ERROR_LIMIT = 8192
@@ -45,14 +46,18 @@ def decide(
     backoff: Backoff,
     retry_after_s: float | None = None,
 ) -> tuple[TaskStatus, float | None]:
-    """The task's next status after an attempt, and the delay before a retry (the action's
-    own ``retry_after_s`` when it asked for one, else the backoff)."""
+    """The task's next status after an attempt, and the delay before a retry: the backoff's,
+    or later when the action asked for a later time (a webhook's Retry-After, a handler's
+    ``Retry(after=...)``; each capped where it is read). A requested delay is when the next
+    attempt may come at the earliest: a target that keeps asking for one second does not use up
+    the attempts meant to outlast its outage."""
     if outcome is Outcome.SUCCEEDED:
         return TaskStatus.COMPLETED, None
     if retryable and task.series_attempt < task.max_attempts:
+        delay = backoff.delay(task.series_attempt)
         if retry_after_s is not None:
-            return TaskStatus.SCHEDULED, retry_after_s
-        return TaskStatus.SCHEDULED, backoff.delay(task.series_attempt)
+            delay = max(delay, retry_after_s)
+        return TaskStatus.SCHEDULED, delay
     return TaskStatus.FAILED, None
 
 
@@ -81,7 +86,7 @@ class Executor:
         slots: Slots,
         registry: LeaseRegistry,
         clock: Clock,
-        backoff: Callable[[], Backoff],
+        backoff: Callable[[ClaimedTask], Backoff],
         transaction: TransactionFactory,
     ) -> None:
         self._transaction = transaction
@@ -135,7 +140,10 @@ class Executor:
 
     async def _attempt(self, task: ClaimedTask) -> AttemptResult | None:
         """Run one attempt; None when the lease was lost meanwhile (nothing is recorded)."""
-        running = asyncio.ensure_future(self._execute(task))
+        # Named after the attempt: a report of a blocked event loop names what holds it.
+        running = asyncio.create_task(
+            self._execute(task), name=attempt_task_name(task.id, task.attempt, task.action)
+        )
         held = self._registry.attach(task.id, running)
         if held is None:  # aborted before it started
             running.cancel()
@@ -161,7 +169,7 @@ class Executor:
         finally:
             self._registry.detach(task.id)
         next_status, retry_in = decide(
-            task, outcome, action_result.retryable, self._backoff(), action_result.retry_after_s
+            task, outcome, action_result.retryable, self._backoff(task), action_result.retry_after_s
         )
         return AttemptResult(
             task_id=task.id,

@@ -52,6 +52,7 @@ class MessageTask:
     due_in_s: float
     queue: str = "default"
     paused: bool = False
+    runnable: bool = True  # this daemon runs the task's action
 
 
 class OutboxBatch:
@@ -83,8 +84,12 @@ class DeletionBatch:
 
 
 class OutboxStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """``runnable``: the actions the consumer may claim (None: every action); a wake-up of a
+    task of another action is not claimed here (see MessageTask.runnable)."""
+
+    def __init__(self, pool: asyncpg.Pool, runnable: Sequence[str] | None = None) -> None:
         self.pool = pool
+        self.runnable = None if runnable is None else sorted(runnable)
 
     @asynccontextmanager
     async def batch(self, limit: int) -> AsyncIterator[OutboxBatch]:
@@ -138,6 +143,7 @@ class OutboxStore:
             owner,
             lease_s,
             list(exclude),
+            self.runnable,
         )
         return claimed_tasks(rows)
 
@@ -159,6 +165,7 @@ class OutboxStore:
             global_limit,
             [task_id for task_id, _ in messages],
             [version for _, version in messages],
+            self.runnable,
         )
         async with self.pool.acquire() as conn, conn.transaction():
             if global_limit is not None:
@@ -174,7 +181,12 @@ class OutboxStore:
         rows = await self.pool.fetch(queries.MESSAGE_TASKS, list(ids))
         return {
             r["id"]: MessageTask(
-                TaskStatus(r["status"]), r["wake_version"], r["due_in_s"], r["queue"], r["paused"]
+                TaskStatus(r["status"]),
+                r["wake_version"],
+                r["due_in_s"],
+                r["queue"],
+                r["paused"],
+                self.runnable is None or r["action"] in self.runnable,
             )
             for r in rows
         }

@@ -76,6 +76,8 @@ def _insert_args(
         [t.schedule_id for t in tasks],
         [t.scheduled_for for t in tasks],
         [t.parent_task_id for t in tasks],
+        [t.retry_base_s for t in tasks],
+        [t.retry_cap_s for t in tasks],
     ]
 
 
@@ -148,6 +150,8 @@ def _inserted(task: NewTask, row: asyncpg.Record) -> Task:
         scheduled_for=task.scheduled_for,
         parent_task_id=task.parent_task_id,
         request_hash=task.request_hash,
+        retry_base_s=task.retry_base_s,
+        retry_cap_s=task.retry_cap_s,
     )
 
 
@@ -180,6 +184,8 @@ def _task(row: asyncpg.Record, *, json_text: bool = False) -> Task:
         scheduled_for=row["scheduled_for"],
         parent_task_id=row["parent_task_id"],
         request_hash=row["request_hash"],
+        retry_base_s=row["retry_base_s"],
+        retry_cap_s=row["retry_cap_s"],
     )
 
 
@@ -198,6 +204,8 @@ def claimed_tasks(rows: Sequence[asyncpg.Record]) -> list[ClaimedTask]:
             series_start=r["series_start"],
             queue=r["queue"],
             claimed_at=r["claimed_at"],
+            retry_base_s=r["retry_base_s"],
+            retry_cap_s=r["retry_cap_s"],
         )
         for r in rows
     ]
@@ -210,10 +218,13 @@ async def _claim_queue(
     limit: int,
     lease_s: float,
     global_limit: int | None,
+    runnable: list[str] | None,
 ) -> list[ClaimedTask]:
     if global_limit is not None:
         await conn.execute(queries.LOCK_QUEUE, queue)
-    rows = await conn.fetch(queries.CLAIM_QUEUE, limit, owner, lease_s, queue, global_limit)
+    rows = await conn.fetch(
+        queries.CLAIM_QUEUE, limit, owner, lease_s, queue, global_limit, runnable
+    )
     return claimed_tasks(rows)
 
 
@@ -394,10 +405,15 @@ class LazyPool:
 
 
 class PostgresStore:
-    """Implements both EngineStore and TaskStore on one asyncpg pool."""
+    """Implements both EngineStore and TaskStore on one asyncpg pool.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    ``runnable``: the actions the engine may claim (a daemon's: the ones it can run); None
+    claims every action.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, runnable: Sequence[str] | None = None) -> None:
         self.pool = pool
+        self.runnable = None if runnable is None else sorted(runnable)
 
     # -- API side -------------------------------------------------------------------------
 
@@ -554,7 +570,8 @@ class PostgresStore:
         (priority, run_at) holds within each queue.
         """
         if not exclude:
-            rows = await self.pool.fetch(queries.CLAIM, limit, owner, lease_s)
+            async with self._connection() as conn:
+                rows = await conn.fetch(queries.CLAIM, limit, owner, lease_s, self.runnable)
             return claimed_tasks(rows)
         left_out = set(exclude)
         claimed: list[ClaimedTask] = []
@@ -567,7 +584,7 @@ class PostgresStore:
                 want = min(share, limit - len(claimed))
                 if want <= 0:
                     break
-                got = await _claim_queue(conn, owner, name, want, lease_s, None)
+                got = await _claim_queue(conn, owner, name, want, lease_s, None, self.runnable)
                 claimed.extend(got)
                 if len(got) == want:
                     full.append(name)
@@ -575,7 +592,9 @@ class PostgresStore:
                 want = limit - len(claimed)
                 if want <= 0:
                     break
-                claimed.extend(await _claim_queue(conn, owner, name, want, lease_s, None))
+                claimed.extend(
+                    await _claim_queue(conn, owner, name, want, lease_s, None, self.runnable)
+                )
         return claimed
 
     async def claim_queue(
@@ -585,12 +604,14 @@ class PostgresStore:
         many running in the queue across all daemons (claims of the queue serialised by a
         transaction-scoped advisory lock)."""
         async with self._per_queue() as conn:
-            return await _claim_queue(conn, owner, queue, limit, lease_s, global_limit)
+            return await _claim_queue(
+                conn, owner, queue, limit, lease_s, global_limit, self.runnable
+            )
 
     @asynccontextmanager
     async def _per_queue(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
         """A transaction planning its statements for one queue (queries.PER_QUEUE_PLANNING)."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute(queries.PER_QUEUE_PLANNING)
             yield conn
 
@@ -598,13 +619,13 @@ class PostgresStore:
         """Seconds until the earliest scheduled task is due (negative: overdue; None: nothing
         scheduled), leaving out the queues in ``exclude`` and, when that is given, paused ones."""
         if not exclude:
-            value: float | None = await self.pool.fetchval(queries.NEXT_DUE_IN)
+            value: float | None = await self.pool.fetchval(queries.NEXT_DUE_IN, self.runnable)
             return value
         left_out = set(exclude) | await self.paused_queues()
         async with self._per_queue() as conn:
             names = [r["queue"] for r in await conn.fetch(queries.SCHEDULED_QUEUES)]
             earliest = [
-                await conn.fetchval(queries.QUEUE_NEXT_RUN, name)
+                await conn.fetchval(queries.QUEUE_NEXT_RUN, name, self.runnable)
                 for name in names
                 if name not in left_out
             ]
@@ -623,38 +644,59 @@ class PostgresStore:
         value: int = await self.pool.fetchval(queries.COUNT_DUE)
         return value
 
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy]:
+        """A pooled connection that is discarded, not handed back for reuse, when a statement
+        on it fails with anything but an error the server reported: after a terminated backend
+        or a protocol error (``InternalClientError: cannot switch to state ...``) its state is
+        unknown, and the next try must run on a fresh connection."""
+        async with self.pool.acquire() as conn:
+            try:
+                yield conn
+            except asyncpg.PostgresError as exc:
+                if isinstance(exc, asyncpg.PostgresConnectionError):
+                    conn.terminate()
+                raise
+            except Exception:
+                conn.terminate()
+                raise
+
     async def complete(self, owner: str, results: Sequence[AttemptResult]) -> set[uuid.UUID]:
-        rows = await self.pool.fetch(
-            queries.COMPLETE,
-            owner,
-            [r.task_id for r in results],
-            [r.attempt for r in results],
-            [r.outcome.value for r in results],
-            [r.next_status.value for r in results],
-            [r.retry_in_s or 0.0 for r in results],
-            [r.error for r in results],
-            [r.output for r in results],
-            [r.result for r in results],
-            [r.duration_ms for r in results],
-        )
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                queries.COMPLETE,
+                owner,
+                [r.task_id for r in results],
+                [r.attempt for r in results],
+                [r.outcome.value for r in results],
+                [r.next_status.value for r in results],
+                [r.retry_in_s or 0.0 for r in results],
+                [r.error for r in results],
+                [r.output for r in results],
+                [r.result for r in results],
+                [r.duration_ms for r in results],
+            )
         return {r["task_id"] for r in rows}
 
     async def renew_leases(
         self, owner: str, held: Sequence[tuple[uuid.UUID, int]], lease_s: float
     ) -> set[tuple[uuid.UUID, int]]:
-        rows = await self.pool.fetch(
-            queries.RENEW_LEASES, owner, lease_s, [h[0] for h in held], [h[1] for h in held]
-        )
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                queries.RENEW_LEASES, owner, lease_s, [h[0] for h in held], [h[1] for h in held]
+            )
         return {(r["id"], r["attempts"]) for r in rows}
 
     async def release(self, owner: str, held: Sequence[tuple[uuid.UUID, int]]) -> set[uuid.UUID]:
-        rows = await self.pool.fetch(
-            queries.RELEASE, owner, [h[0] for h in held], [h[1] for h in held]
-        )
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                queries.RELEASE, owner, [h[0] for h in held], [h[1] for h in held]
+            )
         return {r["id"] for r in rows}
 
     async def rescue_expired(self, limit: int) -> list[Rescued]:
-        rows = await self.pool.fetch(queries.RESCUE_EXPIRED, limit)
+        async with self._connection() as conn:
+            rows = await conn.fetch(queries.RESCUE_EXPIRED, limit)
         return [
             Rescued(
                 task_id=r["id"],

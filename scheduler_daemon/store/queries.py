@@ -8,7 +8,7 @@ NOTIFY_CHANNEL = "scheduler_tasks"
 TASK_COLUMNS = """id, action, payload, queue, priority, status, run_at, attempts, max_attempts,
     timeout_s, idempotency_key, metadata, lease_owner, lease_expires_at, last_error, result,
     created_at, updated_at, started_at, finished_at, depends_on, schedule_id, scheduled_for,
-    parent_task_id, request_hash"""
+    parent_task_id, request_hash, retry_base_s, retry_cap_s"""
 
 # The same columns with the jsonb ones read as JSON text, for the statements that also run on
 # a caller's own connection (transactional enqueue): whether or not that connection has the
@@ -27,20 +27,21 @@ TASK_COLUMNS_JSON_TEXT = ", ".join(
 INSERT_TASKS = """
 INSERT INTO tasks (id, action, payload, queue, priority, status, run_at, max_attempts,
                    timeout_s, idempotency_key, request_hash, metadata, depends_on, last_error,
-                   finished_at, schedule_id, scheduled_for, parent_task_id)
+                   finished_at, schedule_id, scheduled_for, parent_task_id, retry_base_s,
+                   retry_cap_s)
 SELECT r.id, r.action, r.payload::jsonb, r.queue, r.priority, r.status,
        COALESCE(r.run_at, now() + make_interval(secs => COALESCE(r.delay_s, 0))),
        r.max_attempts, r.timeout_s, r.idempotency_key, r.request_hash, r.metadata::jsonb,
        r.depends_on::uuid[], r.last_error,
        CASE WHEN r.status = 'cancelled' THEN now() END,
-       r.schedule_id, r.scheduled_for, r.parent_task_id
+       r.schedule_id, r.scheduled_for, r.parent_task_id, r.retry_base_s, r.retry_cap_s
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
             $7::timestamptz[], $8::float8[], $9::int[], $10::float8[], $11::text[], $12::text[],
             $13::text[], $14::text[], $15::text[], $16::uuid[], $17::timestamptz[],
-            $18::uuid[])
+            $18::uuid[], $19::float8[], $20::float8[])
      AS r(id, action, payload, queue, priority, status, run_at, delay_s, max_attempts,
           timeout_s, idempotency_key, request_hash, metadata, depends_on, last_error,
-          schedule_id, scheduled_for, parent_task_id)
+          schedule_id, scheduled_for, parent_task_id, retry_base_s, retry_cap_s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, status, run_at, created_at, updated_at, finished_at, last_error
 """
@@ -50,11 +51,12 @@ RETURNING id, status, run_at, created_at, updated_at, finished_at, last_error
 INSERT_TASK = """
 INSERT INTO tasks (id, action, payload, queue, priority, status, run_at, max_attempts,
                    timeout_s, idempotency_key, request_hash, metadata, depends_on, last_error,
-                   finished_at, schedule_id, scheduled_for, parent_task_id)
+                   finished_at, schedule_id, scheduled_for, parent_task_id, retry_base_s,
+                   retry_cap_s)
 VALUES ($1, $2, $3::text::jsonb, $4, $5, $6,
         COALESCE($7, now() + make_interval(secs => COALESCE($8::float8, 0))),
         $9, $10, $11, $12, $13::text::jsonb, $14::text::uuid[], $15,
-        CASE WHEN $6 = 'cancelled' THEN now() END, $16, $17, $18)
+        CASE WHEN $6 = 'cancelled' THEN now() END, $16, $17, $18, $19, $20)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, status, run_at, created_at, updated_at, finished_at, last_error
 """
@@ -114,6 +116,10 @@ RETURNING {TASK_COLUMNS}
 # and checks each row against it.
 NOT_PAUSED = "{queue} <> ALL(ARRAY(SELECT queue FROM queue_pauses))"
 
+# A daemon claims only the actions it can run (its handlers and the built-ins it is configured
+# for), given as a text[] parameter; NULL: every action (a store that is not a daemon's).
+RUNNABLE = "({param}::text[] IS NULL OR {action} = ANY({param}::text[]))"
+
 # Taking claimed rows: running under owner $2 with a lease of $3 seconds.
 _TAKE = """
 UPDATE tasks t
@@ -123,13 +129,14 @@ SET status = 'running', attempts = t.attempts + 1, lease_owner = $2,
 FROM due
 WHERE t.id = due.id
 RETURNING t.id, t.action, t.payload, t.priority, t.attempts, t.max_attempts, t.timeout_s,
-          t.run_at, t.series_start, t.queue, now() AS claimed_at
+          t.run_at, t.series_start, t.queue, now() AS claimed_at, t.retry_base_s, t.retry_cap_s
 """
 
 CLAIM = f"""
 WITH due AS (
     SELECT id FROM tasks
     WHERE status = 'scheduled' AND run_at <= now() AND {NOT_PAUSED.format(queue="tasks.queue")}
+      AND {RUNNABLE.format(param="$4", action="tasks.action")}
     ORDER BY priority DESC, run_at, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -177,21 +184,24 @@ CLAIM_QUEUE = f"""
 WITH due AS (
     SELECT id FROM tasks
     WHERE status = 'scheduled' AND queue = $4 AND run_at <= now()
-      AND {NOT_PAUSED.format(queue="$4")}
+      AND {NOT_PAUSED.format(queue="$4")} AND {RUNNABLE.format(param="$6", action="action")}
     ORDER BY priority DESC, run_at, id
     LIMIT {_QUEUE_ROOM}
     FOR UPDATE SKIP LOCKED
 )
 {_TAKE}"""
 
-# Seconds from the database's now() to the earliest scheduled task (negative: already due).
-NEXT_DUE_IN = """
-SELECT extract(epoch FROM min(run_at) - now())::float8 FROM tasks WHERE status = 'scheduled'
+# Seconds from the database's now() to the earliest scheduled task of the actions $1 (see
+# RUNNABLE; negative: already due).
+NEXT_DUE_IN = f"""
+SELECT extract(epoch FROM min(run_at) - now())::float8 FROM tasks
+WHERE status = 'scheduled' AND {RUNNABLE.format(param="$1", action="action")}
 """
 
-# The earliest run_at of one queue ($1), paused or not.
-QUEUE_NEXT_RUN = """
-SELECT min(run_at) FROM tasks WHERE status = 'scheduled' AND queue = $1
+# The earliest run_at of one queue ($1) among the actions $2, paused or not.
+QUEUE_NEXT_RUN = f"""
+SELECT min(run_at) FROM tasks
+WHERE status = 'scheduled' AND queue = $1 AND {RUNNABLE.format(param="$2", action="action")}
 """
 
 SECONDS_UNTIL = "SELECT extract(epoch FROM $1::timestamptz - now())::float8"
@@ -233,7 +243,7 @@ WITH r AS (
                       THEN now() + make_interval(secs => r.retry_in_s) ELSE t.run_at END,
         lease_owner = NULL,
         lease_expires_at = NULL,
-        last_error = CASE WHEN r.outcome = 'succeeded' THEN t.last_error ELSE r.error END,
+        last_error = CASE WHEN r.outcome = 'succeeded' THEN NULL ELSE r.error END,
         result = CASE WHEN r.outcome = 'succeeded' THEN r.result ELSE t.result END,
         finished_at = CASE WHEN r.next_status IN ('completed', 'failed') THEN now() END,
         updated_at = now()
@@ -513,15 +523,15 @@ SET status = 'running', attempts = t.attempts + 1, lease_owner = $3,
 FROM m
 WHERE t.id = m.id AND t.status = 'scheduled' AND t.wake_version = m.version
   AND t.run_at <= now() AND t.queue <> ALL($5::text[])
-  AND {NOT_PAUSED.format(queue="t.queue")}
+  AND {NOT_PAUSED.format(queue="t.queue")} AND {RUNNABLE.format(param="$6", action="t.action")}
 RETURNING t.id, t.action, t.payload, t.priority, t.attempts, t.max_attempts, t.timeout_s,
-          t.run_at, t.series_start, t.queue, now() AS claimed_at
+          t.run_at, t.series_start, t.queue, now() AS claimed_at, t.retry_base_s, t.retry_cap_s
 """
 
 # Why the other messages' tasks were not claimed.
 MESSAGE_TASKS = f"""
 SELECT id, status, wake_version, extract(epoch FROM run_at - now())::float8 AS due_in_s,
-       queue, NOT {NOT_PAUSED.format(queue="tasks.queue")} AS paused
+       queue, action, NOT {NOT_PAUSED.format(queue="tasks.queue")} AS paused
 FROM tasks WHERE id = ANY($1::uuid[])
 """
 
@@ -533,7 +543,7 @@ WITH m AS (
 ), due AS (
     SELECT t.id FROM tasks t JOIN m ON m.id = t.id AND m.version = t.wake_version
     WHERE t.status = 'scheduled' AND t.queue = $4 AND t.run_at <= now()
-      AND {NOT_PAUSED.format(queue="$4")}
+      AND {NOT_PAUSED.format(queue="$4")} AND {RUNNABLE.format(param="$8", action="t.action")}
     ORDER BY t.priority DESC, t.run_at, t.id
     LIMIT {_QUEUE_ROOM}
     FOR UPDATE OF t SKIP LOCKED
@@ -549,7 +559,7 @@ ARCHIVE_TASK_COLUMNS = """id, action, payload, queue, priority, status, run_at, 
     max_attempts, timeout_s, idempotency_key, metadata, lease_owner, lease_expires_at,
     last_error, result, created_at, updated_at, started_at, finished_at, request_hash,
     depends_on, has_dependents, series_start, schedule_id, scheduled_for, parent_task_id,
-    wake_version, published_version, published_at, aws_schedule"""
+    wake_version, published_version, published_at, aws_schedule, retry_base_s, retry_cap_s"""
 
 ARCHIVE_ATTEMPT_COLUMNS = """task_id, number, worker, outcome, started_at, finished_at,
     duration_ms, error, output"""
@@ -638,13 +648,21 @@ SELECT (SELECT count(*) FROM resumed) > 0 AS changed, pg_notify('{NOTIFY_CHANNEL
 
 # Depth (scheduled), due, running and the oldest due task's age per queue: every queue with
 # scheduled or running tasks, every paused queue, and the names in $1 (configured limits).
-# $2: one queue only (NULL: all).
+# $2: one queue only (NULL: all). Also the due tasks (and their actions) that no daemon seen
+# within $3 seconds can run.
 QUEUE_STATS = """
-WITH s AS (
+WITH live AS (
+    SELECT ARRAY(SELECT DISTINCT unnest(actions) FROM workers
+                 WHERE seen_at > now() - make_interval(secs => $3::float8)) AS actions
+), s AS (
     SELECT queue, count(*) AS depth, count(*) FILTER (WHERE run_at <= now()) AS due,
            extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8
-               AS oldest_due_age_s
-    FROM tasks WHERE status = 'scheduled' AND ($2::text IS NULL OR queue = $2)
+               AS oldest_due_age_s,
+           count(*) FILTER (WHERE run_at <= now() AND action <> ALL(live.actions))
+               AS due_without_worker,
+           array_agg(DISTINCT action) FILTER (WHERE run_at <= now()
+               AND action <> ALL(live.actions)) AS actions_without_worker
+    FROM tasks, live WHERE status = 'scheduled' AND ($2::text IS NULL OR queue = $2)
     GROUP BY queue
 ), r AS (
     SELECT queue, count(*) AS running
@@ -657,9 +675,43 @@ WITH s AS (
     UNION SELECT unnest($1::text[])
 )
 SELECT n.queue, coalesce(s.depth, 0) AS depth, coalesce(s.due, 0) AS due, s.oldest_due_age_s,
-       coalesce(r.running, 0) AS running, p.paused_at, p.paused_by
+       coalesce(r.running, 0) AS running, p.paused_at, p.paused_by,
+       coalesce(s.due_without_worker, 0) AS due_without_worker,
+       coalesce(s.actions_without_worker, '{}') AS actions_without_worker
 FROM names n
 LEFT JOIN s USING (queue) LEFT JOIN r USING (queue) LEFT JOIN queue_pauses p USING (queue)
 WHERE $2::text IS NULL OR n.queue = $2
 ORDER BY n.queue
+"""
+
+# -- workers: the daemons that run tasks, and their actions -----------------------------------
+
+# A daemon's row, made or refreshed: the actions it runs, seen now.
+UPSERT_WORKER = """
+INSERT INTO workers (owner, actions) VALUES ($1, $2::text[])
+ON CONFLICT (owner) DO UPDATE SET actions = EXCLUDED.actions, seen_at = now()
+"""
+
+DELETE_WORKER = "DELETE FROM workers WHERE owner = $1"
+
+# Rows of daemons gone long ago (killed, not stopped): $1 seconds unseen.
+FORGET_WORKERS = """
+DELETE FROM workers WHERE seen_at < now() - make_interval(secs => $1::float8)
+"""
+
+# The actions some live daemon (seen within $1 seconds) runs.
+_LIVE_ACTIONS = """ARRAY(SELECT DISTINCT unnest(actions) FROM workers
+          WHERE seen_at > now() - make_interval(secs => {ttl}::float8))"""
+
+LIVE_ACTIONS = f"SELECT {_LIVE_ACTIONS.format(ttl='$1')} AS actions"
+
+# Due scheduled tasks that no live daemon can run, per queue and action (the index of due
+# tasks, tasks_next_run_idx, walks only what is due).
+UNRUNNABLE_DUE = f"""
+SELECT queue, action, count(*) AS due,
+       extract(epoch FROM now() - min(run_at))::float8 AS oldest_due_age_s
+FROM tasks
+WHERE status = 'scheduled' AND run_at <= now() AND action <> ALL({_LIVE_ACTIONS.format(ttl="$1")})
+GROUP BY queue, action
+ORDER BY queue, action
 """

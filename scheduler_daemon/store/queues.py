@@ -9,6 +9,7 @@ from datetime import datetime
 import asyncpg
 
 from scheduler_daemon.store import queries
+from scheduler_daemon.store.workers import LIVE_TTL_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,8 @@ class QueueState:
     oldest_due_age_s: float | None  # how long the longest-waiting due task has waited
     paused_at: datetime | None
     paused_by: str | None
+    due_without_worker: int = 0  # due tasks whose action no live daemon runs
+    actions_without_worker: tuple[str, ...] = ()
 
 
 def _state(row: asyncpg.Record) -> QueueState:
@@ -31,6 +34,8 @@ def _state(row: asyncpg.Record) -> QueueState:
         oldest_due_age_s=row["oldest_due_age_s"],
         paused_at=row["paused_at"],
         paused_by=row["paused_by"],
+        due_without_worker=row["due_without_worker"],
+        actions_without_worker=tuple(row["actions_without_worker"]),
     )
 
 
@@ -40,12 +45,12 @@ class QueueStore:
 
     async def list_queues(self, configured: Sequence[str]) -> list[QueueState]:
         """Every queue with scheduled or running tasks, every paused one and ``configured``."""
-        rows = await self.pool.fetch(queries.QUEUE_STATS, list(configured), None)
+        rows = await self.pool.fetch(queries.QUEUE_STATS, list(configured), None, LIVE_TTL_S)
         return [_state(r) for r in rows]
 
     async def get_queue(self, name: str) -> QueueState:
         """Any name is a queue (an empty one when no task uses it)."""
-        rows = await self.pool.fetch(queries.QUEUE_STATS, [name], name)
+        rows = await self.pool.fetch(queries.QUEUE_STATS, [name], name, LIVE_TTL_S)
         return _state(rows[0])
 
     async def pause(self, name: str, by: str) -> bool:

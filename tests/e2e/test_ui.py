@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from playwright.async_api import Browser, Page, expect
 from yarl import URL
 
+from scheduler_daemon.enqueue import enqueue
 from tests.e2e.browser import (
     DESKTOP,
     PHONE,
@@ -531,6 +533,32 @@ async def test_queues_page_pause_and_resume(
     await row.get_by_role("button", name="Resume queue emails").click()
     await expect(row.locator(".badge")).to_have_text("active")
     assert (await emails())["paused"] is False
+
+
+async def test_tasks_no_running_daemon_can_run_are_shown(
+    daemon: DaemonProcess, http: aiohttp.ClientSession, page: Page, database_url: str
+) -> None:
+    base = daemon.base_url
+    # Written by a service that knows a handler this daemon does not have.
+    conn = await asyncpg.connect(database_url)
+    try:
+        task_id = await enqueue(conn, "reports.build", {"n": 1}, queue="reports")
+    finally:
+        await conn.close()
+    task = await call(http, "GET", f"{base}/v1/tasks/{task_id}")
+    assert (task["status"], task["no_capable_worker"]) == ("scheduled", True)
+
+    await page.goto(f"{base}/ui")
+    await loaded(page)
+    await expect(page.locator("#no-capable-worker li")).to_contain_text(
+        "1 of action reports.build in queue reports"
+    )
+    await page.goto(f"{base}/ui/queues")
+    row = page.locator("tr[data-queue='reports']")
+    await expect(row.locator("[data-no-worker='1']")).to_contain_text("1 with no capable worker")
+    await page.goto(f"{base}/ui/tasks/{task_id}")
+    await expect(page.locator("#no-capable-worker")).to_contain_text("no running daemon")
+    await screenshot(page, "task-no-capable-worker")
 
 
 async def test_every_page_is_accessible_and_fits_a_phone(

@@ -248,3 +248,27 @@ async def test_rescuer_counts_lost_attempts(store: PostgresStore, pool: asyncpg.
     assert [(s.labels, s.value) for s in samples] == [
         ({"action": "log", "queue": "mail", "outcome": "lost"}, 1.0)
     ]
+
+
+async def test_a_store_claims_only_the_actions_it_runs(store: PostgresStore) -> None:
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    created = await store.create_tasks(
+        [
+            NewTask(action="reports.build", payload={}, run_at=past - timedelta(seconds=5)),
+            NewTask(action="noop", payload={}, run_at=past),
+            NewTask(action="reports.build", payload={}, run_at=past, queue="mail"),
+            NewTask(action="noop", payload={}, run_at=past, queue="mail"),
+        ]
+    )
+    unknown, plain, unknown_mail, plain_mail = [t.id for t, _ in created]
+    daemon = PostgresStore(store.pool, runnable=["noop", "webhook"])
+    # Nothing of its actions is due after these claims: next_due_in does not count the rest.
+    assert {c.id for c in await daemon.claim("a", 10, 30.0, exclude=["mail"])} == {plain}
+    assert {c.id for c in await daemon.claim_queue("a", "mail", 10, 30.0, None)} == {plain_mail}
+    assert await daemon.next_due_in() is None
+    assert await daemon.next_due_in(["default"]) is None
+    # A store for every action (the API's, a newer daemon's) sees and takes them.
+    everything = await store.next_due_in()
+    assert everything is not None
+    assert everything < 0
+    assert {c.id for c in await store.claim("b", 10, 30.0)} == {unknown, unknown_mail}

@@ -1,4 +1,5 @@
-"""Backoff: capped exponential ceiling, full jitter inside it, reproducible with a seeded rng."""
+"""Backoff: capped exponential ceiling, jitter within the top of each step, reproducible with a
+seeded rng."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scheduler_daemon.domain.backoff import Backoff
+from scheduler_daemon.domain.backoff import JITTER_SPREAD, Backoff
 
 attempts = st.integers(min_value=1, max_value=10_000)
 # Realistic ranges: base from 1 ms to 1 min, cap up to a year (settings bound neither above).
@@ -53,12 +54,13 @@ def test_ceiling_never_decreases(attempt: int, base: float, cap: float) -> None:
 
 
 @given(attempt=attempts, base=bases, cap=caps, seed=st.integers(0, 2**32))
-def test_jittered_delay_is_within_zero_and_ceiling(
+def test_jittered_delay_is_within_floor_and_ceiling(
     attempt: int, base: float, cap: float, seed: int
 ) -> None:
     b = Backoff(base_s=base, cap_s=cap, jitter=True)
     delay = b.delay(attempt, random.Random(seed))
-    assert 0.0 <= delay <= b.ceiling(attempt)
+    assert b.ceiling(attempt) * (1 - JITTER_SPREAD) <= b.floor(attempt) + 1e-12
+    assert b.floor(attempt) <= delay <= b.ceiling(attempt)
 
 
 @given(attempt=attempts, base=bases, cap=caps)
@@ -71,7 +73,7 @@ def test_delay_without_jitter_is_the_ceiling(attempt: int, base: float, cap: flo
 def test_jitter_without_rng_stays_in_range() -> None:
     b = Backoff(base_s=2.0, cap_s=60.0)
     delays = [b.delay(4) for _ in range(200)]
-    assert all(0.0 <= d <= 16.0 for d in delays)
+    assert all(16.0 * (1 - JITTER_SPREAD) <= d <= 16.0 for d in delays)
     assert len(set(delays)) > 1  # it is actually random
 
 
@@ -85,19 +87,25 @@ def test_seeded_rng_gives_reproducible_delays() -> None:
     assert b.delay(5, random.Random(7)) != b.delay(5, random.Random(8))
 
 
-def test_jitter_spreads_over_the_whole_range() -> None:
+def test_jitter_spreads_over_the_top_of_the_step() -> None:
     b = Backoff(base_s=1.0, cap_s=100.0)
     rng = random.Random(0)
-    delays = [b.delay(8, rng) for _ in range(2000)]  # ceiling 100
-    assert min(delays) < 10.0
-    assert max(delays) > 90.0
+    delays = [b.delay(8, rng) for _ in range(2000)]  # ceiling 100, floor 80
+    assert 80.0 <= min(delays) < 82.0
+    assert 98.0 < max(delays) <= 100.0
+
+
+def test_schedule_lists_the_delay_after_every_attempt_but_the_last() -> None:
+    b = Backoff(base_s=10.0, cap_s=60.0)
+    assert b.schedule(5) == [(8.0, 10.0), (16.0, 20.0), (32.0, 40.0), (48.0, 60.0)]
+    assert b.schedule(1) == []
 
 
 @pytest.mark.parametrize("attempt", [61, 62, 63, 1024, 1025, 10_000, 10**9, 10**30])
 def test_huge_attempt_numbers_do_not_overflow(attempt: int) -> None:
     b = Backoff(base_s=1.0, cap_s=300.0)
     assert b.ceiling(attempt) == 300.0
-    assert 0.0 <= b.delay(attempt, random.Random(3)) <= 300.0
+    assert 240.0 <= b.delay(attempt, random.Random(3)) <= 300.0
     assert Backoff(1.0, 300.0, jitter=False).delay(attempt) == 300.0
 
 

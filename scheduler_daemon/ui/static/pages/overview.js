@@ -15,6 +15,7 @@ function tile(label, value, href, note = "") {
 
 function health(stats) {
   const problems = Array.isArray(stats.problems) ? stats.problems : [];
+  const unrunnable = Array.isArray(stats.no_capable_worker) ? stats.no_capable_worker : [];
   return h(
     "section",
     { class: "panel", "aria-labelledby": "health-title" },
@@ -39,6 +40,24 @@ function health(stats) {
           problems.map((p) => h("li", {}, p)),
         )
       : h("p", { class: "muted" }, "No component reports a problem."),
+    unrunnable.length
+      ? [
+          h("h3", {}, "Due tasks no running daemon can run"),
+          h(
+            "ul",
+            { class: "problems", id: "no-capable-worker", "aria-label": "No capable worker" },
+            unrunnable.map((u) =>
+              h(
+                "li",
+                {},
+                `${num(u.due)} of action ${u.action} in queue ${u.queue} (the oldest due `,
+                `${Math.round(u.oldest_due_age_s)} s ago): no running daemon has this action; `,
+                "they wait in scheduled for one that does.",
+              ),
+            ),
+          ),
+        ]
+      : null,
     h("p", { class: "muted small" }, "Figures as of ", time(stats.generated_at), "."),
   );
 }

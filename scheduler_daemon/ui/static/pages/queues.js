@@ -72,7 +72,23 @@ function queueRow(ctx, queue, reload) {
         : badge("active"),
     ),
     td(num(queue.depth), "num"),
-    td(num(queue.due), "num"),
+    td(
+      [
+        num(queue.due),
+        queue.due_without_worker
+          ? h(
+              "span",
+              {
+                class: "no-worker",
+                dataset: { noWorker: String(queue.due_without_worker) },
+                title: `actions no running daemon runs: ${queue.actions_without_worker.join(", ")}`,
+              },
+              ` (${num(queue.due_without_worker)} with no capable worker)`,
+            )
+          : null,
+      ],
+      "num",
+    ),
     td(num(queue.running), "num"),
     td(
       queue.oldest_due_age_s === null

@@ -62,7 +62,16 @@ function properties(task) {
   return h(
     "dl",
     { class: "props" },
-    prop("Status", badge(task.status)),
+    prop("Status", [
+      badge(task.status),
+      task.no_capable_worker
+        ? h(
+            "span",
+            { class: "no-worker", id: "no-capable-worker" },
+            " no running daemon can run this action: it waits for one that can",
+          )
+        : null,
+    ]),
     prop("Action", code(task.action)),
     prop(
       "Queue",

@@ -1,0 +1,57 @@
+"""The daemons that run tasks and the actions each runs (table ``workers``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from scheduler_daemon.store import queries
+
+# A daemon whose row was not refreshed for this long is taken for gone: its actions no longer
+# count as runnable. Rows refresh every PRESENCE_INTERVAL_S (engine/presence.py).
+LIVE_TTL_S = 30.0
+# Rows unseen this long are deleted (daemons killed without a chance to remove their own).
+FORGET_AFTER_S = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Unrunnable:
+    """Due tasks of one queue and action that no live daemon can run."""
+
+    queue: str
+    action: str
+    due: int
+    oldest_due_age_s: float
+
+
+class WorkerStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def register(self, owner: str, actions: Sequence[str]) -> None:
+        """Make or refresh ``owner``'s row (and forget daemons gone long ago)."""
+        async with self.pool.acquire() as conn:
+            await conn.execute(queries.UPSERT_WORKER, owner, sorted(actions))
+            await conn.execute(queries.FORGET_WORKERS, FORGET_AFTER_S)
+
+    async def unregister(self, owner: str) -> None:
+        await self.pool.execute(queries.DELETE_WORKER, owner)
+
+    async def live_actions(self) -> frozenset[str]:
+        """The actions some live daemon runs."""
+        actions: list[str] = await self.pool.fetchval(queries.LIVE_ACTIONS, LIVE_TTL_S)
+        return frozenset(actions)
+
+    async def unrunnable(self) -> list[Unrunnable]:
+        """Due tasks no live daemon can run, by queue and action."""
+        rows = await self.pool.fetch(queries.UNRUNNABLE_DUE, LIVE_TTL_S)
+        return [Unrunnable(r["queue"], r["action"], r["due"], r["oldest_due_age_s"]) for r in rows]
+
+    async def unrunnable_by_action(self) -> dict[str, int]:
+        """The same, counted by action (the scheduler_tasks_due_without_worker gauge)."""
+        by_action: dict[str, int] = {}
+        for u in await self.unrunnable():
+            by_action[u.action] = by_action.get(u.action, 0) + u.due
+        return by_action
