@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import secrets
 import signal
@@ -276,7 +277,6 @@ class Daemon:
         metrics.track_due(store.count_due)
         workers = WorkerStore(store.pool)
         metrics.track_unrunnable(workers.unrunnable_by_action)
-        presence = Presence(workers, self.owner, store.runnable or [], clock)
         # Alerts: channels, windows and the guard follow reloads.
         alerter = Alerter(
             lambda: self.settings.alerts,
@@ -365,8 +365,12 @@ class Daemon:
             clock,
             lease_s=lambda: self.settings.executor.lease_s,
             interval_s=lambda: self.settings.executor.heartbeat_interval_s,
-            also_run=[blocks.run],
         )
+        # This daemon's row in workers (the actions it runs) is kept by the keeper's thread
+        # too, on its connection: the main loop's pool is left to claims and completions.
+        presence = Presence(keeper.connection, self.owner, store.runnable or [], clock)
+        keeper.run_also(blocks.run, presence.run)
+        keeper.on_stop(presence.leave)
         stack.push_async_callback(keeper.stop)  # whatever ends the daemon, the thread ends
         rescuer = Rescuer(
             store,
@@ -446,10 +450,13 @@ class Daemon:
                 supervisor.start("expander", expander.run)
                 supervisor.start("watchdog", watchdog.run)
                 supervisor.start("pruner", pruner.run)
-                supervisor.start("presence", presence.run)
                 # Ready once the LISTEN connection is up (or a stop came first).
                 await _first(listener.connected.wait(), self._stop.wait())
                 health.started = True
+                # What start-up made (modules, the app, the components) lives as long as the
+                # process: out of the collector's sight, a full collection only walks what
+                # tasks made since, and no longer stalls the loop for tens of milliseconds.
+                gc.freeze()
                 log.info("daemon_started", owner=self.owner, concurrency=s.executor.concurrency)
                 await self._stop.wait()
 
@@ -477,8 +484,6 @@ class Daemon:
                     await aws.drained(released, timeout_s=5.0)
                     await supervisor.stop("sqs_messages")
                     await supervisor.stop("publisher")
-                await supervisor.stop("presence")
-                await presence.leave()
                 # The last alerts (the completer's, what the windows held) get a moment.
                 await alerter.drain(timeout_s=ALERTS_DRAIN_S)
                 await supervisor.stop("alerter")

@@ -34,6 +34,7 @@ from scheduler_daemon.engine.leases import Heartbeat, LeaseRegistry
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.store import queries
+from scheduler_daemon.store.workers import FORGET_AFTER_S
 
 APPLICATION_NAME = "scheduler-daemon lease keeper"
 MIN_RETRY_S = 0.1
@@ -57,24 +58,47 @@ class _Connection:
         self._conn: asyncpg.Connection | None = None
         self.opened = 0  # connections opened so far
 
+    @property
+    def _timeout(self) -> float:
+        return max(self._timeout_s(), MIN_DB_TIMEOUT_S)
+
+    async def open(self) -> asyncpg.Connection:
+        """The connection, opened now if it is not (at the keeper's start, so that its cost is
+        paid before tasks flow: the thread shares the interpreter with the main loop)."""
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._dsn,
+                timeout=self._timeout,
+                server_settings={"application_name": APPLICATION_NAME},
+            )
+            self.opened += 1
+        return self._conn
+
     async def renew_leases(
         self, owner: str, held: Sequence[tuple[uuid.UUID, int]], lease_s: float
     ) -> set[tuple[uuid.UUID, int]]:
-        timeout = max(self._timeout_s(), MIN_DB_TIMEOUT_S)
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(
-                self._dsn, timeout=timeout, server_settings={"application_name": APPLICATION_NAME}
-            )
-            self.opened += 1
-        rows = await self._conn.fetch(
+        conn = await self.open()
+        rows = await conn.fetch(
             queries.RENEW_LEASES,
             owner,
             lease_s,
             [h[0] for h in held],
             [h[1] for h in held],
-            timeout=timeout,
+            timeout=self._timeout,
         )
         return {(r["id"], r["attempts"]) for r in rows}
+
+    # The presence store (engine/presence.py): this daemon's row in workers, kept from here
+    # like its leases, whatever the main loop is doing.
+
+    async def register(self, owner: str, actions: Sequence[str]) -> None:
+        conn = await self.open()
+        await conn.execute(queries.UPSERT_WORKER, owner, list(actions), timeout=self._timeout)
+        await conn.execute(queries.FORGET_WORKERS, FORGET_AFTER_S, timeout=self._timeout)
+
+    async def unregister(self, owner: str) -> None:
+        conn = await self.open()
+        await conn.execute(queries.DELETE_WORKER, owner, timeout=self._timeout)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -101,11 +125,13 @@ class LeaseKeeper:
         lease_s: Callable[[], float],
         interval_s: Callable[[], float],
         also_run: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+        at_stop: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self._registry = registry
         self._clock = clock
         self._interval_s = interval_s
         self._also_run = list(also_run)
+        self._at_stop = list(at_stop)
         self._connection = _Connection(dsn, interval_s)
         self._heartbeat = Heartbeat(
             self._connection,
@@ -130,6 +156,20 @@ class LeaseKeeper:
     @property
     def connections_opened(self) -> int:
         return self._connection.opened
+
+    @property
+    def connection(self) -> _Connection:
+        """The keeper's connection, for what else runs on its thread (``also_run``)."""
+        return self._connection
+
+    def run_also(self, *runs: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """More coroutines to run on the keeper's loop (as ``also_run``); before ``start``."""
+        self._also_run.extend(runs)
+
+    def on_stop(self, *steps: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Coroutines run on the keeper's loop when it stops, before its connection closes
+        (as ``at_stop``); before ``start``."""
+        self._at_stop.extend(steps)
 
     @property
     def alive(self) -> bool:
@@ -194,6 +234,11 @@ class LeaseKeeper:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for last in self._at_stop:
+                try:
+                    await last()
+                except Exception:
+                    self._log.warning("lease_keeper_stop_step_failed", exc_info=True)
             await self._connection.close()
             self._log.info("lease_keeper_stopped")
 
@@ -210,6 +255,8 @@ class LeaseKeeper:
     async def _keep(self) -> None:
         retry_s = MIN_RETRY_S
         delay = self._interval_s()
+        with contextlib.suppress(*DB_ERRORS):
+            await self._connection.open()  # now, not in the middle of work; else at a renewal
         while True:
             await asyncio.sleep(delay)
             try:

@@ -1,6 +1,7 @@
 """Presence: this daemon's row in ``workers`` (the actions it runs), refreshed while it runs
 and removed when it stops, so that every replica, the API and the dashboard can tell due tasks
-that no running daemon can run."""
+that no running daemon can run. It runs on the lease keeper's thread, on its connection: like
+the leases, it goes on while a handler holds the main loop."""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -10,7 +9,8 @@ import asyncpg
 from scheduler_daemon.store import queries
 
 # A daemon whose row was not refreshed for this long is taken for gone: its actions no longer
-# count as runnable. Rows refresh every PRESENCE_INTERVAL_S (engine/presence.py).
+# count as runnable. Rows refresh every PRESENCE_INTERVAL_S (engine/presence.py), from the lease
+# keeper's thread and connection (engine/lease_keeper.py).
 LIVE_TTL_S = 30.0
 # Rows unseen this long are deleted (daemons killed without a chance to remove their own).
 FORGET_AFTER_S = 86_400.0
@@ -29,15 +29,6 @@ class Unrunnable:
 class WorkerStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-
-    async def register(self, owner: str, actions: Sequence[str]) -> None:
-        """Make or refresh ``owner``'s row (and forget daemons gone long ago)."""
-        async with self.pool.acquire() as conn:
-            await conn.execute(queries.UPSERT_WORKER, owner, sorted(actions))
-            await conn.execute(queries.FORGET_WORKERS, FORGET_AFTER_S)
-
-    async def unregister(self, owner: str) -> None:
-        await self.pool.execute(queries.DELETE_WORKER, owner)
 
     async def live_actions(self) -> frozenset[str]:
         """The actions some live daemon runs."""

@@ -4,6 +4,7 @@ a daemon that can run them; the new daemon, once it starts, runs each of them on
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -93,3 +94,14 @@ async def test_tasks_of_a_handler_only_the_new_release_has_wait_for_it(
     async with http.get(f"{old.base_url}/v1/queues/default") as resp:
         queue = await resp.json()
     assert queue["due_without_worker"] == 0
+
+    # A daemon that stops takes its row (its actions) away with it; the other's stays.
+    new.send_signal(signal.SIGTERM)
+    assert await new.wait() == 0
+    conn = await asyncpg.connect(database_url)
+    try:
+        owners = {r["owner"] for r in await conn.fetch("SELECT owner FROM workers")}
+    finally:
+        await conn.close()
+    assert new_owner not in owners
+    assert (await old.wait_for_log("daemon_started"))["owner"] in owners
