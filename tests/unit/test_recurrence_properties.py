@@ -38,9 +38,9 @@ from scheduler_daemon.domain.recurrence import (
     occurrences,
     preview,
 )
+from tests.unit.test_recurrence import MINUTE, instant_of, is_excluded, naive_wall
 
 SECOND = timedelta(seconds=1)
-MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 YEAR = 2027
@@ -203,36 +203,6 @@ def cases(draw: st.DrawFn, t: Transition) -> Case:
     anchor = t.at + timedelta(seconds=draw(st.integers(-6 * 3600, 0)))
     rule = Recurrence(interval_s=draw(st.sampled_from(INTERVALS)), anchor=anchor, timezone=zone)
     return Case(rule, None, MINUTE)
-
-
-def naive_wall(instant: datetime, zone: ZoneInfo) -> datetime:
-    return instant.astimezone(zone).replace(tzinfo=None)
-
-
-def instant_of(wall: datetime, zone: ZoneInfo) -> datetime:
-    """When the wall time runs: its first instant, or the end of the gap it falls in."""
-    readings = [wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)]
-    real = [u for u in readings if naive_wall(u, zone) == wall]
-    if real:
-        return min(real)
-    u = min(readings).replace(second=0, microsecond=0)  # transitions fall on whole minutes
-    while naive_wall(u, zone) <= wall:
-        u += MINUTE
-    return u
-
-
-def is_excluded(instant: datetime, exclusions: Exclusions, zone: ZoneInfo) -> bool:
-    if any(b.start <= instant < b.end for b in exclusions.windows):
-        return True
-    local = naive_wall(instant, zone)
-    if local.date() in exclusions.dates:
-        return True
-    t = local.time()
-    for w in exclusions.daily:
-        inside = w.start <= t < w.end if w.start < w.end else t >= w.start or t < w.end
-        if inside:
-            return True
-    return False
 
 
 def expected(case: Case, after: datetime, end: datetime) -> list[datetime]:
