@@ -111,10 +111,8 @@ RETURNING {TASK_COLUMNS}
 
 # Claim up to $1 due tasks for owner $2 with a lease of $3 seconds. Rows other claimers hold
 # are skipped, never waited for.
-# A paused queue's tasks are never claimed, whichever daemon paused it. The list of paused
-# queues is read once per statement (an InitPlan), so the planner keeps walking the claim index
-# and checks each row against it.
-NOT_PAUSED = "{queue} <> ALL(ARRAY(SELECT queue FROM queue_pauses))"
+# A paused queue's tasks are never claimed, whichever daemon paused it.
+NOT_PAUSED = "NOT EXISTS (SELECT FROM queue_pauses p WHERE p.queue = {queue})"
 
 # A daemon claims only the actions it can run (its handlers and the built-ins it is configured
 # for), given as a text[] parameter; NULL: every action (a store that is not a daemon's).
@@ -127,21 +125,28 @@ SET status = 'running', attempts = t.attempts + 1, lease_owner = $2,
     lease_expires_at = now() + make_interval(secs => $3),
     started_at = now(), updated_at = now()
 FROM due
-WHERE t.id = due.id
+WHERE t.id = due.id{also}
 RETURNING t.id, t.action, t.payload, t.priority, t.attempts, t.max_attempts, t.timeout_s,
           t.run_at, t.series_start, t.queue, now() AS claimed_at, t.retry_base_s, t.retry_cap_s
 """
 
+#
+# Discovery runs this claim only while it knows of no paused queue (else it claims queue by
+# queue), so the pause is checked on the rows taken, not while choosing them: any condition on
+# the queue column in `due` is estimated from the column's statistics, and with one queue a
+# paused-queue test is estimated to keep no row at all, so the planner sorted the whole backlog
+# on every claim instead of reading the claim index in order (17 ms per claim of 100 out of
+# 20,000 due). A queue paused a moment ago leaves its rows locked in `due` and untaken.
 CLAIM = f"""
 WITH due AS (
     SELECT id FROM tasks
-    WHERE status = 'scheduled' AND run_at <= now() AND {NOT_PAUSED.format(queue="tasks.queue")}
+    WHERE status = 'scheduled' AND run_at <= now()
       AND {RUNNABLE.format(param="$4", action="tasks.action")}
     ORDER BY priority DESC, run_at, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 )
-{_TAKE}"""
+{_TAKE.format(also=" AND " + NOT_PAUSED.format(queue="t.queue"))}"""
 
 # The queues that have scheduled tasks, by a loose index scan of tasks_queue_claim_idx: one
 # probe per queue however many rows each holds (the ORDER BY is that index's key, so no other
@@ -189,7 +194,7 @@ WITH due AS (
     LIMIT {_QUEUE_ROOM}
     FOR UPDATE SKIP LOCKED
 )
-{_TAKE}"""
+{_TAKE.format(also="")}"""
 
 # Seconds from the database's now() to the earliest scheduled task of the actions $1 (see
 # RUNNABLE; negative: already due).
@@ -548,7 +553,7 @@ WITH m AS (
     LIMIT {_QUEUE_ROOM}
     FOR UPDATE OF t SKIP LOCKED
 )
-{_TAKE}"""
+{_TAKE.format(also="")}"""
 
 # -- retention: pruning finished tasks ------------------------------------------------------
 
