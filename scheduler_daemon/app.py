@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from aiohttp import web
@@ -25,7 +25,6 @@ from scheduler_daemon.actions.webhook import WebhookAction, WebhookOptions
 from scheduler_daemon.alerts import Alerter
 from scheduler_daemon.api.app import create_app
 from scheduler_daemon.api.context import ApiContext
-from scheduler_daemon.aws.backend import EventBridgeBackend, eventbridge_backend
 from scheduler_daemon.clock import Clock, SystemClock
 from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
 from scheduler_daemon.engine.completer import Completer
@@ -60,6 +59,9 @@ from scheduler_daemon.store.queues import QueueStore
 from scheduler_daemon.store.retention import RetentionStore
 from scheduler_daemon.store.schedules import ScheduleStore
 from scheduler_daemon.store.workers import WorkerStore
+
+if TYPE_CHECKING:
+    from scheduler_daemon.aws.backend import EventBridgeBackend
 
 log = get_logger("daemon")
 
@@ -265,7 +267,7 @@ class Daemon:
     ) -> None:
         s = self.settings
         clock = self.clock
-        await actions.start()
+        await actions.start(store.runnable)
         ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
         results: asyncio.Queue[AttemptResult] = asyncio.Queue()
         slots = Slots(s.executor.concurrency)
@@ -321,6 +323,9 @@ class Daemon:
         )
         aws: EventBridgeBackend | None = None
         if s.scheduling.backend == "eventbridge":
+            # The AWS stack (aiobotocore and its service models) loads only with this backend.
+            from scheduler_daemon.aws.backend import eventbridge_backend
+
             outbox = OutboxStore(store.pool, store.runnable)
             metrics.track_outbox(outbox.count_pending)
             aws = await stack.enter_async_context(

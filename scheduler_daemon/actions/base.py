@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -168,8 +168,10 @@ class ActionRegistry:
     def parse(self, name: str, payload: dict[str, Any]) -> Any:
         return self.get(name).payload_model.model_validate(payload)
 
-    async def start(self) -> None:
-        for action in set(self._actions.values()):
+    async def start(self, only: Iterable[str] | None = None) -> None:
+        """Start the actions (all, or those named in ``only``: the ones this daemon runs)."""
+        names = set(self._actions) if only is None else set(only) & set(self._actions)
+        for action in {self._actions[name] for name in names}:
             await action.start()
 
     async def close(self) -> None:

@@ -35,7 +35,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from scheduler_daemon.actions.base import ActionContext, ActionResult
-from scheduler_daemon.aws.clients import error_code, is_throttling, sqs_client
+from scheduler_daemon.aws.clients import error_code, is_throttling
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -307,6 +307,8 @@ class SqsAction:
         async with self._lock:
             if self._client is None:
                 options = self._options()
+                from scheduler_daemon.aws.clients import sqs_client  # the SDK, on first use
+
                 stack = AsyncExitStack()
                 client = await stack.enter_async_context(
                     sqs_client(options.region, options.endpoint_url)

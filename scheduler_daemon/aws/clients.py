@@ -6,22 +6,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
+    from aiobotocore.config import AioConfig
     from types_aiobotocore_scheduler import EventBridgeSchedulerClient
     from types_aiobotocore_sqs import SQSClient
-
-# The daemon retries AWS calls itself (a row stays unpublished until AWS accepted it), so the
-# SDK's own retries are off and timeouts short: a stalled endpoint must not hold row locks long.
-_CONFIG = AioConfig(
-    connect_timeout=5,
-    read_timeout=30,  # above the longest SQS long poll (20 s)
-    retries={"max_attempts": 1, "mode": "standard"},
-    max_pool_connections=50,
-)
 
 # Errors worth another try later; anything else is a request AWS refuses as such.
 THROTTLING_CODES = frozenset(
@@ -71,8 +61,23 @@ def queue_url_from_arn(queue_arn: str, endpoint_url: str | None) -> str:
     return f"{base}/{account}/{name}"
 
 
+def _config() -> AioConfig:
+    """The daemon retries AWS calls itself (a row stays unpublished until AWS accepted it), so
+    the SDK's own retries are off and timeouts short: a stalled endpoint must not hold row
+    locks long. (aiobotocore is imported on first use: a daemon that never talks to AWS does
+    not load the SDK's service models.)"""
+    from aiobotocore.config import AioConfig
+
+    return AioConfig(
+        connect_timeout=5,
+        read_timeout=30,  # above the longest SQS long poll (20 s)
+        retries={"max_attempts": 1, "mode": "standard"},
+        max_pool_connections=50,
+    )
+
+
 def _client_args(region: str, endpoint_url: str | None) -> dict[str, Any]:
-    args: dict[str, Any] = {"region_name": region, "config": _CONFIG}
+    args: dict[str, Any] = {"region_name": region, "config": _config()}
     if endpoint_url:
         args["endpoint_url"] = endpoint_url
     return args
@@ -80,6 +85,8 @@ def _client_args(region: str, endpoint_url: str | None) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def sqs_client(region: str, endpoint_url: str | None) -> AsyncIterator[SQSClient]:
+    from aiobotocore.session import get_session
+
     async with get_session().create_client("sqs", **_client_args(region, endpoint_url)) as c:
         yield c
 
@@ -88,6 +95,8 @@ async def sqs_client(region: str, endpoint_url: str | None) -> AsyncIterator[SQS
 async def scheduler_client(
     region: str, endpoint_url: str | None
 ) -> AsyncIterator[EventBridgeSchedulerClient]:
+    from aiobotocore.session import get_session
+
     session = get_session()
     async with session.create_client("scheduler", **_client_args(region, endpoint_url)) as c:
         yield c

@@ -23,6 +23,7 @@ from scheduler_daemon.engine.watchdog import LoopBlockDetector, attempt_task_nam
 from scheduler_daemon.settings import WatchdogSettings
 from scheduler_daemon.store.postgres import PostgresStore
 from tests.fakes import claimed_task
+from tests.integration.serve import eventually
 
 OWNER = "host/1/keeper"
 LEASE_S = 2.0
@@ -231,3 +232,48 @@ async def test_a_blocked_loop_is_reported_naming_each_attempt_that_holds_it(
     assert blocked[0]["running"] == attempts[0].get_name()
     assert unblocked["task_id"] == str(second)
     assert unblocked["blocked_s"] >= settings.max_loop_lag_s
+
+
+async def test_presence_and_renewals_share_the_keeper_connection_one_at_a_time(
+    store: PostgresStore, database_url: str
+) -> None:
+    # Presence registers on the keeper's connection while a renewal is in flight on it (here
+    # held up by a row lock of another session): asyncpg refuses a second operation on a busy
+    # connection, so the statements must take turns, and a first use by both opens one
+    # connection, not two.
+    import asyncpg
+
+    from scheduler_daemon.engine.lease_keeper import _Connection
+
+    await store.create_task(NewTask(action="log", payload={}))
+    [claimed] = await store.claim(OWNER, 1, 30.0)
+    connection = _Connection(database_url, lambda: 10.0)
+    await asyncio.gather(connection.open(), connection.register(OWNER, ["log"]))
+    assert connection.opened == 1
+    blocker = await asyncpg.connect(database_url)
+    try:
+        locked = blocker.transaction()
+        await locked.start()
+        await blocker.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", claimed.id)
+        renewal = asyncio.create_task(
+            connection.renew_leases(OWNER, [(claimed.id, claimed.attempt)], 30.0)
+        )
+
+        async def renewal_waits() -> bool:  # on the row lock
+            return bool(
+                await blocker.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                )
+            )
+
+        await eventually(renewal_waits, timeout=GUARD_S, interval=0.01)
+        register = asyncio.create_task(connection.register(OWNER, ["log"]))
+        await asyncio.sleep(0)
+        assert not register.done()
+        await locked.rollback()
+        assert await renewal == {(claimed.id, claimed.attempt)}
+        await register
+        assert await blocker.fetchval("SELECT count(*) FROM workers WHERE owner = $1", OWNER) == 1
+    finally:
+        await blocker.close()
+        await connection.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,36 @@ def test_with_aws_set_up_a_daemon_runs_sqs(
         (tmp_path / ".aws").mkdir()
         (tmp_path / ".aws" / "credentials").write_text("[default]\n")
     assert "sqs" in runnable_actions(build_actions(), settings)
+
+
+_STARTS_WITHOUT_AWS = """
+import asyncio, sys
+from scheduler_daemon.app import build_actions, runnable_actions
+from scheduler_daemon.settings import Settings
+
+async def main():
+    settings = Settings()
+    actions = build_actions()
+    await actions.start(runnable_actions(actions, settings))
+    await actions.close()
+
+asyncio.run(main())
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("aiobotocore", "botocore.session"))
+print(",".join(loaded))
+"""
+
+
+def test_a_daemon_without_aws_does_not_load_the_aws_sdk(
+    no_aws: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The SDK's session and service models cost memory (RSS) in every daemon that loads them;
+    # the built-in sqs action opens its client only where this daemon runs sqs tasks.
+    done = subprocess.run(
+        [sys.executable, "-c", _STARTS_WITHOUT_AWS],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        | {"HOME": str(tmp_path)},
+    )
+    assert done.stdout.strip() == "", done.stdout
