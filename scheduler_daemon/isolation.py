@@ -71,6 +71,8 @@ _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 def json_result(value: Any) -> tuple[Any, str | None]:
     """The handler's return value as it will be stored, or an error saying why it cannot be."""
+    if value is None or isinstance(value, (bool, int)):  # stored as they are
+        return value, None
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     try:

@@ -28,6 +28,8 @@ def configure_logging(settings: LogSettings) -> None:
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     level = _LEVELS[settings.level]
+    global _level
+    _level = level
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -43,6 +45,14 @@ def configure_logging(settings: LogSettings) -> None:
     )
     # Libraries that use the standard logging module (asyncio, aiohttp) go to stderr too.
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, force=True)
+
+
+_level = logging.DEBUG  # as structlog before configure_logging: everything passes
+
+
+def enabled(level: str) -> bool:
+    """Whether lines of ``level`` are written (to skip building ones that would not be)."""
+    return _LEVELS[level] >= _level
 
 
 def get_logger(component: str, **bound: Any) -> Any:

@@ -179,8 +179,8 @@ class Completer:
     def _report(self, batch: list[AttemptResult], applied: set[uuid.UUID]) -> None:
         if self._metrics is not None:
             self._metrics.finished(r for r in batch if r.task_id in applied)
+        self._registry.discard_many(r.task_id for r in batch)
         for result in batch:
-            self._registry.discard(result.task_id)
             if result.task_id in applied and result.next_status is TaskStatus.COMPLETED:
                 continue  # the hot path: nothing worth a log line
             log = self._log.bind(task_id=str(result.task_id), attempt=result.attempt)

@@ -24,7 +24,7 @@ from scheduler_daemon.domain.models import AttemptResult, ClaimedTask, Outcome, 
 from scheduler_daemon.engine.leases import LeaseRegistry
 from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.engine.watchdog import attempt_task_name
-from scheduler_daemon.logs import get_logger
+from scheduler_daemon.logs import enabled, get_logger
 
 ERROR_LIMIT = 8192
 OUTPUT_LIMIT = 8192
@@ -70,11 +70,31 @@ def admit(
 ) -> None:
     """Hand claimed tasks (their slots already taken) to the executor: counted in their queue,
     their leases kept by the heartbeat, queued for a worker."""
+    registry.add_many(claimed)
+    debug = enabled("debug")  # once per batch: a filtered-out call still costs a logger
     for task in claimed:
         slots.enter(task.queue)
-        registry.add(task)
         ready.put_nowait(task)
-        log.debug("task_claimed", task_id=str(task.id), attempt=task.attempt)
+        if debug:
+            log.debug("task_claimed", task_id=str(task.id), attempt=task.attempt)
+
+
+class _TaskLog:
+    """``ctx.log``: the executor's logger bound to the attempt, bound when first used (most
+    handlers never log, and binding costs more than the rest of a no-op attempt)."""
+
+    __slots__ = ("_base", "_bound", "_task")
+
+    def __init__(self, base: Any, task: ClaimedTask) -> None:
+        self._base = base
+        self._task = task
+        self._bound: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._bound is None:
+            t = self._task
+            self._bound = self._base.bind(task_id=str(t.id), attempt=t.attempt, action=t.action)
+        return getattr(self._bound, name)
 
 
 class Executor:
@@ -139,7 +159,13 @@ class Executor:
                 self._slots.give(1, task.queue)
 
     async def _attempt(self, task: ClaimedTask) -> AttemptResult | None:
-        """Run one attempt; None when the lease was lost meanwhile (nothing is recorded)."""
+        """Run one attempt; None when the lease was lost meanwhile (nothing is recorded).
+
+        The attempt runs as a task of its own, so that a lost lease (``LeaseRegistry.abort``)
+        or the timeout can cancel it without cancelling this worker. The timeout is a timer
+        on the loop that cancels the attempt's task, not an ``asyncio.timeout`` block: the same
+        effect for the handler (a ``CancelledError`` where it waits), at a third of the cost.
+        """
         # Named after the attempt: a report of a blocked event loop names what holds it.
         running = asyncio.create_task(
             self._execute(task), name=attempt_task_name(task.id, task.attempt, task.action)
@@ -150,6 +176,8 @@ class Executor:
             with contextlib.suppress(asyncio.CancelledError):
                 await running
             return None
+        expired: list[bool] = []
+        timer = asyncio.get_running_loop().call_later(task.timeout_s, _expire, running, expired)
         try:
             started = self._clock.monotonic()
             try:
@@ -158,19 +186,33 @@ class Executor:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # the worker itself is stopping: leave the task held for release
-                self._log.warning(
-                    "attempt_abandoned",
-                    task_id=str(task.id),
-                    attempt=task.attempt,
-                    reason="lease lost",
+                if not expired or held.lost:
+                    self._log.warning(
+                        "attempt_abandoned",
+                        task_id=str(task.id),
+                        attempt=task.attempt,
+                        reason="lease lost",
+                    )
+                    return None
+                error = f"timed out after {task.timeout_s:g}s"
+                outcome, action_result = (
+                    Outcome.TIMED_OUT,
+                    ActionResult.failure(error, retryable=True),
                 )
-                return None
             duration_ms = (self._clock.monotonic() - started) * 1000.0
         finally:
+            timer.cancel()
             self._registry.detach(task.id)
-        next_status, retry_in = decide(
-            task, outcome, action_result.retryable, self._backoff(task), action_result.retry_after_s
-        )
+        if outcome is Outcome.SUCCEEDED:  # no retry to plan
+            next_status, retry_in = TaskStatus.COMPLETED, None
+        else:
+            next_status, retry_in = decide(
+                task,
+                outcome,
+                action_result.retryable,
+                self._backoff(task),
+                action_result.retry_after_s,
+            )
         return AttemptResult(
             task_id=task.id,
             attempt=task.attempt,
@@ -193,7 +235,7 @@ class Executor:
             # Written by another program, or by an older version: retrying cannot help.
             error = f"cannot run action {task.action!r}: {exc}"
             return Outcome.FAILED, ActionResult.failure(error, retryable=False)
-        log = self._log.bind(task_id=str(task.id), attempt=task.attempt, action=task.action)
+        log = _TaskLog(self._log, task)
         ctx = ActionContext(
             task_id=task.id,
             attempt=task.series_attempt,  # 1..max_attempts, also after a manual retry
@@ -203,11 +245,7 @@ class Executor:
             _transaction=self._transaction,
         )
         try:
-            async with asyncio.timeout(task.timeout_s):
-                result = await action.run(payload, ctx)
-        except TimeoutError:
-            error = f"timed out after {task.timeout_s:g}s"
-            return Outcome.TIMED_OUT, ActionResult.failure(error, retryable=True)
+            result = await action.run(payload, ctx)
         except Retry as retry:
             return Outcome.FAILED, ActionResult.failure(
                 retry.reason, retryable=True, retry_after_s=retry.after_s
@@ -222,3 +260,10 @@ class Executor:
                 f"{type(exc).__name__}: {exc}", retryable=True
             )
         return (Outcome.SUCCEEDED if result.ok else Outcome.FAILED), result
+
+
+def _expire(running: asyncio.Future[Any], expired: list[bool]) -> None:
+    """The attempt's timeout: mark it, then cancel the attempt's task."""
+    if not running.done():
+        expired.append(True)
+        running.cancel()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,9 +49,14 @@ class LeaseRegistry:
             return task_id in self._held
 
     def add(self, task: ClaimedTask) -> None:
-        held = Held(task, since=self._clock.monotonic())
+        self.add_many((task,))
+
+    def add_many(self, tasks: Sequence[ClaimedTask]) -> None:
+        """Hold a claim's tasks (one lock for the batch)."""
+        since = self._clock.monotonic()
         with self._lock:
-            self._held[task.id] = held
+            for task in tasks:
+                self._held[task.id] = Held(task, since)
 
     def attach(self, task_id: uuid.UUID, running: asyncio.Future[Any]) -> Held | None:
         with self._lock:
@@ -67,8 +72,12 @@ class LeaseRegistry:
                 held.running = None
 
     def discard(self, task_id: uuid.UUID) -> None:
+        self.discard_many((task_id,))
+
+    def discard_many(self, task_ids: Iterable[uuid.UUID]) -> None:
         with self._lock:
-            self._held.pop(task_id, None)
+            for task_id in task_ids:
+                self._held.pop(task_id, None)
 
     def snapshot(self) -> list[tuple[uuid.UUID, int]]:
         """(task id, attempt) of every held task, in claim order; safe from any thread."""

@@ -662,20 +662,20 @@ class PostgresStore:
                 raise
 
     async def complete(self, owner: str, results: Sequence[AttemptResult]) -> set[uuid.UUID]:
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        ids, attempts, outcomes, statuses, retry_in, errors, outputs, values, durations = columns
+        for r in results:  # one pass, nine columns
+            ids.append(r.task_id)
+            attempts.append(r.attempt)
+            outcomes.append(r.outcome.value)
+            statuses.append(r.next_status.value)
+            retry_in.append(r.retry_in_s or 0.0)
+            errors.append(r.error)
+            outputs.append(r.output)
+            values.append(r.result)
+            durations.append(r.duration_ms)
         async with self._connection() as conn:
-            rows = await conn.fetch(
-                queries.COMPLETE,
-                owner,
-                [r.task_id for r in results],
-                [r.attempt for r in results],
-                [r.outcome.value for r in results],
-                [r.next_status.value for r in results],
-                [r.retry_in_s or 0.0 for r in results],
-                [r.error for r in results],
-                [r.output for r in results],
-                [r.result for r in results],
-                [r.duration_ms for r in results],
-            )
+            rows = await conn.fetch(queries.COMPLETE, owner, *columns)
         return {r["task_id"] for r in rows}
 
     async def renew_leases(
