@@ -604,8 +604,9 @@ WITH done AS (
     RETURNING t.*
 )"""
 
-# Delete one batch (attempts and dependency rows cascade; the tasks_schedule_orphaned trigger
-# queues any at() schedule left behind); returns how many tasks were deleted.
+# Delete one batch (attempts go with their tasks through the tasks_delete_attempts trigger,
+# dependency rows cascade, the tasks_schedule_orphaned trigger queues any at() schedule left
+# behind); returns how many tasks were deleted.
 PRUNE_TASKS = (
     _PRUNE_PICK
     + """
@@ -615,7 +616,7 @@ SELECT count(*) FROM removed
 
 # The same, copying the tasks and their attempts to the archive tables in the same statement.
 # Every part of one statement sees the same snapshot, so the attempts are read before the
-# cascade removes them.
+# trigger at the statement's end removes them.
 PRUNE_TASKS_ARCHIVE = (
     _PRUNE_PICK
     + f""", archived AS (
