@@ -36,6 +36,7 @@ from scheduler_daemon.store.postgres import (
     IdempotencyConflict,
     UnknownDependencies,
     insert_tasks,
+    insert_tasks_quietly,
 )
 
 __all__ = [
@@ -158,5 +159,8 @@ async def enqueue_many(conn: Connection, tasks: Sequence[NewTask]) -> list[uuid.
     ]
     if errors:
         raise TaskInvalid(errors)
+    if not any(t.depends_on or t.idempotency_key for t in tasks):
+        await insert_tasks_quietly(conn, tasks)  # the ids are the tasks' own
+        return [t.id for t in tasks]
     outcomes = await insert_tasks(conn, tasks)
     return [task.id for task, _ in outcomes]

@@ -54,7 +54,9 @@ _DEAD = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 def _insert_args(
     tasks: Sequence[NewTask], states: dict[uuid.UUID, tuple[TaskStatus, str | None]]
-) -> list[list[Any]]:
+) -> list[list[Any] | None]:
+    """The INSERT_TASKS columns. An optional column that is empty in every task travels as
+    NULL, not as an array of NULLs: unnest pads it, and asyncpg has nothing to encode."""
     scheduled = (TaskStatus.SCHEDULED, None)
     status = [states.get(t.id, scheduled) for t in tasks]
     return [
@@ -64,21 +66,29 @@ def _insert_args(
         [t.queue for t in tasks],
         [t.priority for t in tasks],
         [st[0].value for st in status],
-        [t.run_at for t in tasks],
-        [t.delay_s for t in tasks],
+        _optional([t.run_at for t in tasks]),
+        _optional([t.delay_s for t in tasks]),
         [t.max_attempts for t in tasks],
         [t.timeout_s for t in tasks],
-        [t.idempotency_key for t in tasks],
-        [t.request_hash for t in tasks],
-        [json.dumps(t.metadata) if t.metadata else "{}" for t in tasks],
-        ["{" + ",".join(map(str, t.depends_on)) + "}" for t in tasks],
-        [st[1] for st in status],
-        [t.schedule_id for t in tasks],
-        [t.scheduled_for for t in tasks],
-        [t.parent_task_id for t in tasks],
-        [t.retry_base_s for t in tasks],
-        [t.retry_cap_s for t in tasks],
+        _optional([t.idempotency_key for t in tasks]),
+        _optional([t.request_hash for t in tasks]),
+        _optional([json.dumps(t.metadata) if t.metadata else None for t in tasks]),
+        _optional([_uuid_array(t.depends_on) if t.depends_on else None for t in tasks]),
+        _optional([st[1] for st in status]),
+        _optional([t.schedule_id for t in tasks]),
+        _optional([t.scheduled_for for t in tasks]),
+        _optional([t.parent_task_id for t in tasks]),
+        _optional([t.retry_base_s for t in tasks]),
+        _optional([t.retry_cap_s for t in tasks]),
     ]
+
+
+def _optional(values: list[Any]) -> list[Any] | None:
+    return None if all(v is None for v in values) else values
+
+
+def _uuid_array(ids: Sequence[uuid.UUID]) -> str:
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -296,9 +306,22 @@ async def _insert(
 ) -> list[asyncpg.Record]:
     columns = _insert_args(tasks, states)
     if len(tasks) == 1:
-        row = await conn.fetchrow(queries.INSERT_TASK, *(column[0] for column in columns))
+        values = (None if column is None else column[0] for column in columns)
+        row = await conn.fetchrow(queries.INSERT_TASK, *values)
         return [] if row is None else [row]
     return await conn.fetch(queries.INSERT_TASKS, *columns)
+
+
+async def insert_tasks_quietly(conn: Connection, tasks: Sequence[NewTask]) -> None:
+    """Insert tasks with neither dependencies nor idempotency keys in one statement, reading
+    nothing back (``enqueue_many``: the ids are the caller's own)."""
+    if not tasks:
+        return
+    columns = _insert_args(tasks, {})
+    if len(tasks) == 1:  # plain parameters: cheaper to encode than twenty one-element arrays
+        await conn.execute(queries.INSERT_TASK, *(None if c is None else c[0] for c in columns))
+        return
+    await conn.execute(queries.INSERT_TASKS_QUIET, *columns)
 
 
 async def insert_tasks(conn: Connection, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:

@@ -24,15 +24,16 @@ TASK_COLUMNS_JSON_TEXT = ", ".join(
 # payload and metadata arrive as JSON text (no codec needed), so the statement runs the same
 # on a pool connection and on a service's own connection; it returns only what the database
 # decided (the rest of each row is what was sent).
-INSERT_TASKS = """
+_INSERT_TASKS = """
 INSERT INTO tasks (id, action, payload, queue, priority, status, run_at, max_attempts,
                    timeout_s, idempotency_key, request_hash, metadata, depends_on, last_error,
                    finished_at, schedule_id, scheduled_for, parent_task_id, retry_base_s,
                    retry_cap_s)
 SELECT r.id, r.action, r.payload::jsonb, r.queue, r.priority, r.status,
        COALESCE(r.run_at, now() + make_interval(secs => COALESCE(r.delay_s, 0))),
-       r.max_attempts, r.timeout_s, r.idempotency_key, r.request_hash, r.metadata::jsonb,
-       r.depends_on::uuid[], r.last_error,
+       r.max_attempts, r.timeout_s, r.idempotency_key, r.request_hash,
+       COALESCE(r.metadata::jsonb, '{}'),
+       COALESCE(r.depends_on::uuid[], '{}'), r.last_error,
        CASE WHEN r.status = 'cancelled' THEN now() END,
        r.schedule_id, r.scheduled_for, r.parent_task_id, r.retry_base_s, r.retry_cap_s
 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
@@ -43,8 +44,12 @@ FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[
           timeout_s, idempotency_key, request_hash, metadata, depends_on, last_error,
           schedule_id, scheduled_for, parent_task_id, retry_base_s, retry_cap_s)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+"""
+INSERT_TASKS = f"""{_INSERT_TASKS}
 RETURNING id, status, run_at, created_at, updated_at, finished_at, last_error
 """
+# Tasks without idempotency keys or dependencies, nothing read back (enqueue_many).
+INSERT_TASKS_QUIET = _INSERT_TASKS
 
 # The same for one task, with plain parameters: encoding eighteen one-element arrays costs
 # more than the insert itself on the single-create path.
@@ -55,7 +60,7 @@ INSERT INTO tasks (id, action, payload, queue, priority, status, run_at, max_att
                    retry_cap_s)
 VALUES ($1, $2, $3::text::jsonb, $4, $5, $6,
         COALESCE($7, now() + make_interval(secs => COALESCE($8::float8, 0))),
-        $9, $10, $11, $12, $13::text::jsonb, $14::text::uuid[], $15,
+        $9, $10, $11, $12, COALESCE($13::text::jsonb, '{}'), COALESCE($14::text::uuid[], '{}'), $15,
         CASE WHEN $6 = 'cancelled' THEN now() END, $16, $17, $18, $19, $20)
 ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id, status, run_at, created_at, updated_at, finished_at, last_error
