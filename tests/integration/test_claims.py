@@ -216,6 +216,7 @@ async def test_claim_walks_the_claim_index(store: PostgresStore, pool: asyncpg.P
     text = "\n".join(r[0] for r in rows)
     assert "tasks_claim_idx" in text, text
     assert "Sort" not in text, text
+    assert "Seq Scan on tasks" not in text, text
 
 
 async def test_rescuer_counts_lost_attempts(store: PostgresStore, pool: asyncpg.Pool) -> None:
