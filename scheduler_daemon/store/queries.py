@@ -241,9 +241,16 @@ SELECT now() AS db_now,
        ARRAY(SELECT n FROM groups ORDER BY status, queue) AS counts
 """
 
+# The statements about leases this daemon holds (complete, renew, release) find their rows by
+# primary key (`id = ANY`), however many other tasks are running, and check on each row that it
+# is still running under this owner for that attempt (the fence). The status test is written so
+# that no index can serve it: statistics from a quiet time say no task runs, and with a plain
+# `status = 'running'` the planner read every running task through the lease index instead.
+RUNNING_ROW = "coalesce(t.status, '') = 'running'"
+
 # Apply a batch of attempt results in one statement: the task row moves on only while this
 # owner still holds the lease for that attempt (fencing), and only such attempts are recorded.
-COMPLETE = """
+COMPLETE = f"""
 WITH r AS (
     SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::float8[],
                          $7::text[], $8::text[], $9::jsonb[], $10::float8[])
@@ -260,7 +267,8 @@ WITH r AS (
         finished_at = CASE WHEN r.next_status IN ('completed', 'failed') THEN now() END,
         updated_at = now()
     FROM r
-    WHERE t.id = r.id AND t.status = 'running' AND t.lease_owner = $1 AND t.attempts = r.attempt
+    WHERE t.id = ANY($2::uuid[]) AND t.id = r.id AND t.attempts = r.attempt
+      AND {RUNNING_ROW} AND t.lease_owner = $1
     RETURNING t.id, t.started_at
 )
 INSERT INTO task_attempts (task_id, number, worker, outcome, started_at, finished_at,
@@ -272,21 +280,23 @@ RETURNING task_id
 """
 
 # Renew the leases of every in-flight task of owner $1 at once; returns those still held.
-RENEW_LEASES = """
+RENEW_LEASES = f"""
 UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $2)
 FROM unnest($3::uuid[], $4::int[]) AS h(id, attempt)
-WHERE t.id = h.id AND t.status = 'running' AND t.lease_owner = $1 AND t.attempts = h.attempt
+WHERE t.id = ANY($3::uuid[]) AND t.id = h.id AND t.attempts = h.attempt
+  AND {RUNNING_ROW} AND t.lease_owner = $1
 RETURNING t.id, t.attempts
 """
 
 # Put tasks back that this owner claimed but did not finish (shutdown): the interrupted
 # attempt is not counted.
-RELEASE = """
+RELEASE = f"""
 UPDATE tasks t
 SET status = 'scheduled', attempts = t.attempts - 1, lease_owner = NULL,
     lease_expires_at = NULL, updated_at = now()
 FROM unnest($2::uuid[], $3::int[]) AS h(id, attempt)
-WHERE t.id = h.id AND t.status = 'running' AND t.lease_owner = $1 AND t.attempts = h.attempt
+WHERE t.id = ANY($2::uuid[]) AND t.id = h.id AND t.attempts = h.attempt
+  AND {RUNNING_ROW} AND t.lease_owner = $1
 RETURNING t.id
 """
 

@@ -265,3 +265,32 @@ async def test_a_store_claims_only_the_actions_it_runs(store: PostgresStore) -> 
     assert everything is not None
     assert everything < 0
     assert {c.id for c in await store.claim("b", 10, 30.0)} == {unknown, unknown_mail}
+
+
+async def test_completion_finds_its_rows_by_primary_key(
+    store: PostgresStore, pool: asyncpg.Pool
+) -> None:
+    # With many tasks running (other daemons' too), a completion must not read through all of
+    # them: the statement reaches its rows by primary key, also on statistics from before the
+    # tasks started (the table analysed while they were all scheduled, as after a quiet time).
+    await store.create_tasks([_noop() for _ in range(3000)])
+    await pool.execute("ANALYZE tasks")
+    await store.claim("others", 2990, 30.0)
+    [mine] = await store.claim("a", 1, 30.0)
+    rows = await pool.fetch(
+        "EXPLAIN " + queries.COMPLETE,
+        "a",
+        [mine.id],
+        [mine.attempt],
+        ["succeeded"],
+        ["completed"],
+        [0.0],
+        [None],
+        [None],
+        [None],
+        [1.0],
+    )
+    text = "\n".join(r[0] for r in rows)
+    assert "tasks_pkey" in text, text
+    assert "tasks_status_created_idx" not in text, text
+    assert "Seq Scan on tasks" not in text, text
