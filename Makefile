@@ -56,8 +56,11 @@ lint-deploy: $(DEPLOY_STAMP)
 
 test: lint typecheck lint-deploy pytest
 
+# The comparison with PgQueuer (benchmarks/peers.py) needs the `bench` extra; without it, it
+# says so and skips itself.
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/peers.py
 
 clean:
 	rm -rf $(VENV) $(DEPLOY_VENV) .scheduler-data .mypy_cache .ruff_cache .pytest_cache
