@@ -21,7 +21,7 @@ from scheduler_daemon.actions.base import (
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.backoff import Backoff
 from scheduler_daemon.domain.models import AttemptResult, ClaimedTask, Outcome, TaskStatus
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.leases import Held, LeaseRegistry
 from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.engine.watchdog import attempt_task_name
 from scheduler_daemon.logs import enabled, get_logger
@@ -176,8 +176,7 @@ class Executor:
             with contextlib.suppress(asyncio.CancelledError):
                 await running
             return None
-        expired: list[bool] = []
-        timer = asyncio.get_running_loop().call_later(task.timeout_s, _expire, running, expired)
+        timer = asyncio.get_running_loop().call_later(task.timeout_s, _expire, held)
         try:
             started = self._clock.monotonic()
             try:
@@ -186,7 +185,7 @@ class Executor:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # the worker itself is stopping: leave the task held for release
-                if not expired or held.lost:
+                if not held.timed_out or held.lost:
                     self._log.warning(
                         "attempt_abandoned",
                         task_id=str(task.id),
@@ -262,8 +261,9 @@ class Executor:
         return (Outcome.SUCCEEDED if result.ok else Outcome.FAILED), result
 
 
-def _expire(running: asyncio.Future[Any], expired: list[bool]) -> None:
+def _expire(held: Held) -> None:
     """The attempt's timeout: mark it, then cancel the attempt's task."""
-    if not running.done():
-        expired.append(True)
+    running = held.running
+    if running is not None and not running.done():
+        held.timed_out = True
         running.cancel()

@@ -23,7 +23,8 @@ class Held:
     task: ClaimedTask
     since: float  # monotonic time of the claim
     running: asyncio.Future[Any] | None = None
-    lost: bool = False
+    lost: bool = False  # the lease is gone (abort)
+    timed_out: bool = False  # the attempt ran past its timeout (the executor's timer)
 
 
 class LeaseRegistry:

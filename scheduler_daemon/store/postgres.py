@@ -315,13 +315,11 @@ async def _insert(
 async def insert_tasks_quietly(conn: Connection, tasks: Sequence[NewTask]) -> None:
     """Insert tasks with neither dependencies nor idempotency keys in one statement, reading
     nothing back (``enqueue_many``: the ids are the caller's own)."""
-    if not tasks:
+    if len(tasks) <= 1:  # none, or one with plain parameters (INSERT_TASK)
+        if tasks:
+            await _insert(conn, tasks, {})
         return
-    columns = _insert_args(tasks, {})
-    if len(tasks) == 1:  # plain parameters: cheaper to encode than twenty one-element arrays
-        await conn.execute(queries.INSERT_TASK, *(None if c is None else c[0] for c in columns))
-        return
-    await conn.execute(queries.INSERT_TASKS_QUIET, *columns)
+    await conn.execute(queries.INSERT_TASKS_QUIET, *_insert_args(tasks, {}))
 
 
 async def insert_tasks(conn: Connection, tasks: Sequence[NewTask]) -> list[tuple[Task, bool]]:

@@ -4,6 +4,7 @@ claim order and limits, exclusions, fencing by (owner, attempt), retries, releas
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from scheduler_daemon.domain.models import (
     AttemptResult,
@@ -48,7 +49,11 @@ async def test_claims_take_due_tasks_by_priority_then_run_at(engine_store: Contr
     claimed = await engine_store.claim("a", 10, 30.0)
     assert [t.id for t in claimed] == [high.id, low.id, low2.id]
     assert all(t.attempt == 1 for t in claimed)
-    assert await _status(engine_store, high.id) is TaskStatus.RUNNING
+    running = await engine_store.get_task(high.id)
+    assert running is not None
+    assert running.status is TaskStatus.RUNNING
+    assert running.lease_owner == "a"
+    assert running.lease_expires_at is not None
 
 
 async def test_a_claim_takes_at_most_its_limit_and_never_a_held_task(
@@ -145,7 +150,14 @@ async def test_renewals_keep_only_leases_the_owner_holds_for_that_attempt(
     [mine] = await engine_store.claim("a", 1, 30.0)
     [theirs] = await engine_store.claim("b", 1, 30.0)
     held = [(mine.id, mine.attempt), (theirs.id, theirs.attempt), (mine.id, mine.attempt + 1)]
-    assert await engine_store.renew_leases("a", held, 30.0) == {(mine.id, mine.attempt)}
+    before = await engine_store.get_task(mine.id)
+    assert await engine_store.renew_leases("a", held, 600.0) == {(mine.id, mine.attempt)}
+    after = await engine_store.get_task(mine.id)
+    assert before is not None
+    assert after is not None
+    assert before.lease_expires_at is not None
+    assert after.lease_expires_at is not None
+    assert after.lease_expires_at - before.lease_expires_at > timedelta(seconds=500)
 
 
 async def test_a_release_puts_the_task_back_without_counting_the_attempt(
@@ -158,6 +170,7 @@ async def test_a_release_puts_the_task_back_without_counting_the_attempt(
     back = await engine_store.get_task(created.id)
     assert back is not None
     assert (back.status, back.attempts) == (TaskStatus.SCHEDULED, 0)
+    assert await engine_store.list_attempts(created.id) == []
     [again] = await engine_store.claim("b", 1, 30.0)
     assert again.attempt == 1
 
@@ -181,4 +194,8 @@ async def test_an_expired_lease_is_rescued_as_a_lost_attempt(engine_store: Contr
     assert second.attempt == 2
     [final] = await engine_store.rescue_expired(10)
     assert final.status is TaskStatus.FAILED  # its attempts are used up
-    assert await _status(engine_store, created.id) is TaskStatus.FAILED
+    failed = await engine_store.get_task(created.id)
+    assert failed is not None
+    assert failed.status is TaskStatus.FAILED
+    assert failed.last_error is not None
+    assert "lease expired" in failed.last_error
