@@ -680,12 +680,15 @@ WITH live AS (
 ), s AS (
     SELECT queue, count(*) AS depth, count(*) FILTER (WHERE run_at <= now()) AS due,
            extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8
-               AS oldest_due_age_s,
-           count(*) FILTER (WHERE run_at <= now() AND action <> ALL(live.actions))
-               AS due_without_worker,
-           array_agg(DISTINCT action) FILTER (WHERE run_at <= now()
-               AND action <> ALL(live.actions)) AS actions_without_worker
-    FROM tasks, live WHERE status = 'scheduled' AND ($2::text IS NULL OR queue = $2)
+               AS oldest_due_age_s
+    FROM tasks WHERE status = 'scheduled' AND ($2::text IS NULL OR queue = $2)
+    GROUP BY queue
+), w AS (
+    SELECT queue, count(*) AS due_without_worker,
+           array_agg(DISTINCT action) AS actions_without_worker
+    FROM tasks, live
+    WHERE status = 'scheduled' AND run_at <= now() AND action <> ALL(live.actions)
+      AND ($2::text IS NULL OR queue = $2)
     GROUP BY queue
 ), r AS (
     SELECT queue, count(*) AS running
@@ -699,10 +702,11 @@ WITH live AS (
 )
 SELECT n.queue, coalesce(s.depth, 0) AS depth, coalesce(s.due, 0) AS due, s.oldest_due_age_s,
        coalesce(r.running, 0) AS running, p.paused_at, p.paused_by,
-       coalesce(s.due_without_worker, 0) AS due_without_worker,
-       coalesce(s.actions_without_worker, '{}') AS actions_without_worker
+       coalesce(w.due_without_worker, 0) AS due_without_worker,
+       coalesce(w.actions_without_worker, '{}') AS actions_without_worker
 FROM names n
-LEFT JOIN s USING (queue) LEFT JOIN r USING (queue) LEFT JOIN queue_pauses p USING (queue)
+LEFT JOIN s USING (queue) LEFT JOIN w USING (queue) LEFT JOIN r USING (queue)
+LEFT JOIN queue_pauses p USING (queue)
 WHERE $2::text IS NULL OR n.queue = $2
 ORDER BY n.queue
 """
