@@ -59,7 +59,7 @@ from scheduler_daemon.settings import (
     LogSettings,
 )
 from scheduler_daemon.store.postgres import PostgresStore, create_pool
-from scheduler_daemon.store.queues import QueueStore
+from scheduler_daemon.store.queues import PostgresQueueStore
 
 POLL_S = 0.020  # how often every wait loop looks (readiness, completion counts)
 READY_TIMEOUT_S = 60.0
@@ -510,7 +510,7 @@ async def bench_paused(env: Env, opts: Options) -> Figure:
     """The drain again, while another queue holds a due backlog and is paused: the claims
     must not read through that backlog."""
     backlog = opts.drain_tasks * 5
-    await QueueStore(env.store.pool).pause("held", "bench")
+    await PostgresQueueStore(env.store.pool).pause("held", "bench")
     await env.store.create_tasks(
         [NewTask(action="noop", payload={}, queue="held") for _ in range(backlog)]
     )

@@ -64,7 +64,7 @@ from scheduler_daemon.engine.expander import Expander
 from scheduler_daemon.logs import configure_logging
 from scheduler_daemon.settings import ExpanderSettings, LogSettings
 from scheduler_daemon.store.postgres import create_pool
-from scheduler_daemon.store.schedules import ScheduleStore, _row_args
+from scheduler_daemon.store.schedules import PostgresScheduleStore, _row_args
 
 CRON = "* * * * *"
 POLL_INTERVAL_S = 30.0  # expander.poll_interval_s: the longest sleep between looks
@@ -181,7 +181,7 @@ class Pass:
     planning: float  # seconds in plan_expansion (pure Python: the rule's occurrences)
 
 
-class CountingStore(ScheduleStore):
+class CountingStore(PostgresScheduleStore):
     """The real store, counting the "when is the next one due" queries of Expander.run."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -196,7 +196,7 @@ class CountingStore(ScheduleStore):
 class TimedExpander(Expander):
     """The real expander, recording every ``expand_due()`` call."""
 
-    def __init__(self, store: ScheduleStore, opts: Options) -> None:
+    def __init__(self, store: PostgresScheduleStore, opts: Options) -> None:
         super().__init__(
             store,
             SystemClock(),

@@ -55,10 +55,10 @@ from scheduler_daemon.store.postgres import (
     create_pool,
     migrate_database,
 )
-from scheduler_daemon.store.queues import QueueStore
-from scheduler_daemon.store.retention import RetentionStore
-from scheduler_daemon.store.schedules import ScheduleStore
-from scheduler_daemon.store.workers import WorkerStore
+from scheduler_daemon.store.queues import PostgresQueueStore
+from scheduler_daemon.store.retention import PostgresRetentionStore
+from scheduler_daemon.store.schedules import PostgresScheduleStore
+from scheduler_daemon.store.workers import PostgresWorkerStore
 
 if TYPE_CHECKING:
     from scheduler_daemon.aws.backend import EventBridgeBackend
@@ -277,7 +277,7 @@ class Daemon:
         metrics.track_slots(lambda: slots.in_use, lambda: slots.capacity)
         metrics.track_pool(lambda: store.pool.get_size() - store.pool.get_idle_size())
         metrics.track_due(store.count_due)
-        workers = WorkerStore(store.pool)
+        workers = PostgresWorkerStore(store.pool)
         metrics.track_unrunnable(workers.unrunnable_by_action)
         # Alerts: channels, windows and the guard follow reloads.
         alerter = Alerter(
@@ -302,7 +302,7 @@ class Daemon:
             metrics=metrics,
             limiter=limiter,
         )
-        schedules = ScheduleStore(store.pool)
+        schedules = PostgresScheduleStore(store.pool)
         expander = Expander(
             schedules,
             clock,
@@ -386,7 +386,10 @@ class Daemon:
         )
 
         pruner = Pruner(
-            RetentionStore(store.pool), clock, lambda: self.settings.retention, metrics=metrics
+            PostgresRetentionStore(store.pool),
+            clock,
+            lambda: self.settings.retention,
+            metrics=metrics,
         )
         supervisor = Supervisor(clock)
         watchdog = Watchdog(clock, lambda: self.settings.watchdog, alerts=alerter.emit)
@@ -415,7 +418,7 @@ class Daemon:
                 lambda: self.settings,
                 schedules,
                 config_loaded_at=lambda: self.reloader.loaded_at,
-                queues=QueueStore(store.pool),
+                queues=PostgresQueueStore(store.pool),
                 workers=workers,
             ),
             metrics,

@@ -11,10 +11,7 @@ from aiohttp import web
 
 from scheduler_daemon.actions.base import ActionRegistry
 from scheduler_daemon.settings import Settings
-from scheduler_daemon.store.base import TaskStore
-from scheduler_daemon.store.queues import QueueStore
-from scheduler_daemon.store.schedules import ScheduleStore
-from scheduler_daemon.store.workers import WorkerStore
+from scheduler_daemon.store.base import QueueStore, ScheduleStore, TaskStore, WorkerStore
 
 
 class ReadinessCheck(Protocol):

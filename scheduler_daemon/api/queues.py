@@ -16,7 +16,7 @@ from scheduler_daemon.api.schemas import NAME_PATTERN
 from scheduler_daemon.api.tasks import json_response
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.settings import QueueLimits
-from scheduler_daemon.store.queues import QueueState, QueueStore
+from scheduler_daemon.store.base import QueueState, QueueStore
 
 QUEUE_NAME = {"name": "the queue's name"}
 _NAME = Field(max_length=100, pattern=NAME_PATTERN)

@@ -46,9 +46,9 @@ from scheduler_daemon.domain.recurrence import (
     validate,
 )
 from scheduler_daemon.domain.schedules import Schedule, TaskTemplate, expand_at
-from scheduler_daemon.store.base import TaskFilter
+from scheduler_daemon.store.base import ScheduleStore, TaskFilter
 from scheduler_daemon.store.postgres import InvalidCursor
-from scheduler_daemon.store.schedules import ScheduleNameTaken, ScheduleStore
+from scheduler_daemon.store.schedules import ScheduleNameTaken
 
 SCHEDULE_ID = {"schedule_id": "the schedule's id (a UUID)"}
 RULE_FIELDS = ("cron", "interval_s", "preset", "at", "weekday", "day_of_month")

@@ -15,7 +15,7 @@ from scheduler_daemon.domain.recurrence import EvaluationLimit
 from scheduler_daemon.domain.schedules import Expansion, Schedule, plan_expansion
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
-from scheduler_daemon.store.schedules import ScheduleStore
+from scheduler_daemon.store.base import ExpansionStore
 
 _CONTENDED_S = 0.05  # due schedules locked by another expander: look again soon
 # A rule whose next occurrences cost more than the evaluation bound: look again this much
@@ -26,7 +26,7 @@ LIMITED_RETRY_S = 300.0
 class Expander:
     def __init__(
         self,
-        store: ScheduleStore,
+        store: ExpansionStore,
         clock: Clock,
         horizon_s: Callable[[], float],
         batch_size: Callable[[], int],

@@ -11,14 +11,9 @@ import asyncpg
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.settings import RetentionSettings
+from scheduler_daemon.store.base import PruneStore
 
 _DAY_S = 86_400.0
-
-
-class PruneStore(Protocol):
-    async def prune(
-        self, completed_after_s: float, failed_after_s: float, limit: int, archive: bool
-    ) -> int: ...
 
 
 class PruneMetrics(Protocol):

@@ -1,9 +1,13 @@
-"""The store interfaces the engine and the API depend on."""
+"""The store ports: what the engine, the API and the AWS loops need of a store, one Protocol
+per concern, with the values they exchange. PostgreSQL implements them (``store/postgres.py``,
+``store/schedules.py``, ``store/queues.py``, ``store/workers.py``, ``store/retention.py``);
+the tests' in-memory store implements ``EngineStore``, and ``tests/contract/`` runs the same
+cases against both."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -17,6 +21,7 @@ from scheduler_daemon.domain.models import (
     Task,
     TaskStatus,
 )
+from scheduler_daemon.domain.schedules import Expansion, Schedule
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,3 +124,113 @@ class TaskStore(Protocol):
     async def count_tasks(self) -> TaskCounts: ...
 
     async def ping(self) -> None: ...
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePage:
+    items: list[Schedule]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpansionPass:
+    expansions: list[Expansion]
+    statements: int
+
+
+# Decides a claimed schedule's expansion: (schedule, an earlier occurrence still pending, the
+# database's now) -> what to make.
+Planner = Callable[[Schedule, bool, datetime], Expansion]
+
+
+class ExpansionStore(Protocol):
+    """What the expander needs: claim due schedules and write their expansions."""
+
+    async def expand(self, limit: int, planner: Planner) -> ExpansionPass: ...
+
+    async def next_expansion_in(self) -> float | None: ...
+
+
+class ScheduleStore(ExpansionStore, Protocol):
+    """What the HTTP API needs of schedules (and, through the base, the expander)."""
+
+    async def create_schedule(
+        self, schedule: Schedule, first_task: NewTask | None = None
+    ) -> tuple[Schedule, Task | None]: ...
+
+    async def get_schedule(self, schedule_id: uuid.UUID) -> Schedule | None: ...
+
+    async def update_schedule(
+        self, schedule_id: uuid.UUID, change: Callable[[Schedule], Schedule]
+    ) -> Schedule | None: ...
+
+    async def set_paused(self, schedule_id: uuid.UUID, paused: bool) -> Schedule | None: ...
+
+    async def delete_schedule(self, schedule_id: uuid.UUID) -> bool: ...
+
+    async def list_schedules(
+        self, *, paused: bool | None, name: str | None, limit: int, cursor: str | None
+    ) -> SchedulePage: ...
+
+
+# -- queues and workers ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    name: str
+    depth: int  # scheduled tasks, due or not
+    due: int  # scheduled and due now (waiting for a slot, a limit or a resume)
+    running: int  # across all daemons
+    oldest_due_age_s: float | None  # how long the longest-waiting due task has waited
+    paused_at: datetime | None
+    paused_by: str | None
+    due_without_worker: int = 0  # due tasks whose action no live daemon runs
+    actions_without_worker: tuple[str, ...] = ()
+
+
+class QueueStore(Protocol):
+    """Queues as operators see them, and pausing them (the HTTP API)."""
+
+    async def list_queues(self, configured: Sequence[str]) -> list[QueueState]: ...
+
+    async def get_queue(self, name: str) -> QueueState: ...
+
+    async def pause(self, name: str, by: str) -> bool: ...
+
+    async def resume(self, name: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Unrunnable:
+    """Due tasks of one queue and action that no live daemon can run."""
+
+    queue: str
+    action: str
+    due: int
+    oldest_due_age_s: float
+
+
+class WorkerStore(Protocol):
+    """Which actions the live daemons run (the API and the due-without-worker gauge)."""
+
+    async def live_actions(self) -> frozenset[str]: ...
+
+    async def unrunnable(self) -> list[Unrunnable]: ...
+
+    async def unrunnable_by_action(self) -> dict[str, int]: ...
+
+
+# -- retention ------------------------------------------------------------------------------
+
+
+class PruneStore(Protocol):
+    """What the pruner needs: delete (and with ``archive``, first copy) one batch of expired
+    tasks; how many went."""
+
+    async def prune(
+        self, completed_after_s: float, failed_after_s: float, limit: int, archive: bool
+    ) -> int: ...

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
 from scheduler_daemon.store import queries
+from scheduler_daemon.store.base import QueueState
 from scheduler_daemon.store.workers import LIVE_TTL_S
-
-
-@dataclass(frozen=True, slots=True)
-class QueueState:
-    name: str
-    depth: int  # scheduled tasks, due or not
-    due: int  # scheduled and due now (waiting for a slot, a limit or a resume)
-    running: int  # across all daemons
-    oldest_due_age_s: float | None  # how long the longest-waiting due task has waited
-    paused_at: datetime | None
-    paused_by: str | None
-    due_without_worker: int = 0  # due tasks whose action no live daemon runs
-    actions_without_worker: tuple[str, ...] = ()
 
 
 def _state(row: asyncpg.Record) -> QueueState:
@@ -39,7 +25,7 @@ def _state(row: asyncpg.Record) -> QueueState:
     )
 
 
-class QueueStore:
+class PostgresQueueStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 

@@ -8,7 +8,7 @@ import asyncpg
 from scheduler_daemon.store import queries
 
 
-class RetentionStore:
+class PostgresRetentionStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +12,6 @@ import asyncpg
 
 from scheduler_daemon.domain.models import NewTask, Task
 from scheduler_daemon.domain.schedules import (
-    Expansion,
     MisfirePolicy,
     OverlapPolicy,
     Schedule,
@@ -24,6 +22,7 @@ from scheduler_daemon.domain.schedules import (
     template_to_json,
 )
 from scheduler_daemon.store import queries
+from scheduler_daemon.store.base import ExpansionPass, Planner, SchedulePage
 from scheduler_daemon.store.postgres import (
     _insert_args,
     decode_cursor,
@@ -36,21 +35,6 @@ class ScheduleNameTaken(Exception):
     def __init__(self, name: str) -> None:
         super().__init__(f"a schedule named {name!r} exists already")
         self.name = name
-
-
-@dataclass(frozen=True, slots=True)
-class SchedulePage:
-    items: list[Schedule]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ExpansionPass:
-    expansions: list[Expansion]
-    statements: int
-
-
-Planner = Callable[[Schedule, bool, datetime], Expansion]
 
 
 def _json(value: Any) -> Any:
@@ -107,7 +91,7 @@ def _row_args(s: Schedule) -> list[Any]:
     ]
 
 
-class ScheduleStore:
+class PostgresScheduleStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 

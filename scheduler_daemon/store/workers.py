@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
 
 from scheduler_daemon.store import queries
+from scheduler_daemon.store.base import Unrunnable
 
 # A daemon whose row was not refreshed for this long is taken for gone: its actions no longer
 # count as runnable. Rows refresh every PRESENCE_INTERVAL_S (engine/presence.py), from the lease
@@ -16,17 +15,7 @@ LIVE_TTL_S = 30.0
 FORGET_AFTER_S = 86_400.0
 
 
-@dataclass(frozen=True, slots=True)
-class Unrunnable:
-    """Due tasks of one queue and action that no live daemon can run."""
-
-    queue: str
-    action: str
-    due: int
-    oldest_due_age_s: float
-
-
-class WorkerStore:
+class PostgresWorkerStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 

@@ -14,8 +14,8 @@ from scheduler_daemon.api.context import ApiContext
 from scheduler_daemon.app import default_actions
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.postgres import PostgresStore
-from scheduler_daemon.store.queues import QueueStore
-from scheduler_daemon.store.schedules import ScheduleStore
+from scheduler_daemon.store.queues import PostgresQueueStore
+from scheduler_daemon.store.schedules import PostgresScheduleStore
 
 
 class AlwaysReady:
@@ -32,8 +32,8 @@ async def serve_url(store: PostgresStore, settings: Settings | None = None) -> A
         default_actions(),
         AlwaysReady(),
         lambda: current,
-        ScheduleStore(store.pool),
-        queues=QueueStore(store.pool),
+        PostgresScheduleStore(store.pool),
+        queues=PostgresQueueStore(store.pool),
     )
     runner = web.AppRunner(create_app(ctx))
     await runner.setup()

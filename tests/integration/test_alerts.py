@@ -25,7 +25,7 @@ from scheduler_daemon.engine.expander import Expander
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.postgres import PostgresStore
-from scheduler_daemon.store.schedules import ScheduleStore
+from scheduler_daemon.store.schedules import PostgresScheduleStore
 from tests.integration.serve import serve_api
 
 OWNER = "test-host/1/abc"
@@ -275,7 +275,7 @@ async def test_the_expander_alerts_a_misfired_schedule(
         schedule_id,
     )
     expander = Expander(
-        ScheduleStore(pool),
+        PostgresScheduleStore(pool),
         SystemClock(),
         horizon_s=lambda: 5.0,
         batch_size=lambda: 100,

@@ -18,14 +18,14 @@ from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import QueueLimits
 from scheduler_daemon.store.outbox import OutboxStore
 from scheduler_daemon.store.postgres import PostgresStore
-from scheduler_daemon.store.queues import QueueStore
+from scheduler_daemon.store.queues import PostgresQueueStore
 from tests.aws import REGION, AwsResources
 
 
 async def test_paused_and_limited_wakeups_are_deferred(
     store: PostgresStore, aws: AwsResources
 ) -> None:
-    queues = QueueStore(store.pool)
+    queues = PostgresQueueStore(store.pool)
     created = await store.create_tasks(
         [NewTask(action="noop", payload={}, queue=q) for q in ("held", "api", "api", "api")]
     )

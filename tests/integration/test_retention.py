@@ -15,7 +15,7 @@ from scheduler_daemon.engine.pruner import Pruner
 from scheduler_daemon.settings import RetentionSettings
 from scheduler_daemon.store import queries
 from scheduler_daemon.store.postgres import PostgresStore
-from scheduler_daemon.store.retention import RetentionStore
+from scheduler_daemon.store.retention import PostgresRetentionStore
 from tests.fakes import FakeClock
 
 DAY_S = 86_400.0
@@ -24,7 +24,7 @@ DAY_S = 86_400.0
 class CountingStore:
     """The real store, recording each statement's count; ``fail`` first calls raise."""
 
-    def __init__(self, inner: RetentionStore, fail: int = 0) -> None:
+    def __init__(self, inner: PostgresRetentionStore, fail: int = 0) -> None:
         self.inner = inner
         self.fail = fail
         self.calls: list[int] = []
@@ -124,7 +124,7 @@ async def test_expired_tasks_are_deleted_in_batches_with_their_attempts(
     fresh = await make(store, pool, TaskStatus.COMPLETED, 6, attempts=1)
     assert await attempt_count(pool, expired) == 14
 
-    counting = CountingStore(RetentionStore(pool))
+    counting = CountingStore(PostgresRetentionStore(pool))
     pruner = Pruner(counting, FakeClock(), lambda: retention(batch_size=3))
     assert await pruner.sweep() == 7
 
@@ -157,7 +157,7 @@ async def test_windows_by_status_and_unfinished_tasks_stay(
         for status in (TaskStatus.SCHEDULED, TaskStatus.RUNNING, TaskStatus.WAITING)
     ]
 
-    pruned = await RetentionStore(pool).prune(7 * DAY_S, 30 * DAY_S, 500, False)
+    pruned = await PostgresRetentionStore(pool).prune(7 * DAY_S, 30 * DAY_S, 500, False)
 
     assert pruned == 3
     everything = [
@@ -180,7 +180,7 @@ async def test_windows_by_status_and_unfinished_tasks_stay(
 async def test_oldest_first_across_both_windows(store: PostgresStore, pool: asyncpg.Pool) -> None:
     failed = await make(store, pool, TaskStatus.FAILED, 40)
     completed = [await make(store, pool, TaskStatus.COMPLETED, d) for d in (10, 20, 30)]
-    retention_store = RetentionStore(pool)
+    retention_store = PostgresRetentionStore(pool)
 
     assert await retention_store.prune(7 * DAY_S, 30 * DAY_S, 2, False) == 2
     assert await existing(pool, [failed, *completed]) == set(completed[:2])
@@ -235,7 +235,7 @@ async def test_archive_copies_tasks_and_attempts_before_deleting(
     ]
     assert len(attempts_before) == 5
 
-    pruner = Pruner(RetentionStore(pool), FakeClock(), lambda: retention(archive=True))
+    pruner = Pruner(PostgresRetentionStore(pool), FakeClock(), lambda: retention(archive=True))
     assert await pruner.sweep() == 2
 
     assert await existing(pool, [task.id, other, kept]) == {kept}
@@ -266,7 +266,7 @@ async def test_archive_copies_tasks_and_attempts_before_deleting(
 
 async def test_without_archive_nothing_is_copied(store: PostgresStore, pool: asyncpg.Pool) -> None:
     await make(store, pool, TaskStatus.COMPLETED, 8, attempts=2)
-    assert await RetentionStore(pool).prune(7 * DAY_S, 30 * DAY_S, 500, False) == 1
+    assert await PostgresRetentionStore(pool).prune(7 * DAY_S, 30 * DAY_S, 500, False) == 1
     assert await pool.fetchval("SELECT count(*) FROM tasks_archive") == 0
     assert await pool.fetchval("SELECT count(*) FROM task_attempts_archive") == 0
 
@@ -304,7 +304,7 @@ async def test_a_dependency_is_kept_while_a_task_waits_for_it(
     )
     assert waiter.status is TaskStatus.WAITING
     await age(pool, [done], 30)
-    retention_store = RetentionStore(pool)
+    retention_store = PostgresRetentionStore(pool)
 
     assert await retention_store.prune(7 * DAY_S, 30 * DAY_S, 500, False) == 0
     assert await existing(pool, [done]) == {done}
@@ -337,7 +337,7 @@ async def test_a_failed_dependency_and_its_cancelled_dependents_expire(
     assert cancelled.status is TaskStatus.CANCELLED  # the trigger cancelled it
     await age(pool, [dep.id, waiter.id], 31)
 
-    assert await RetentionStore(pool).prune(7 * DAY_S, 30 * DAY_S, 500, False) == 2
+    assert await PostgresRetentionStore(pool).prune(7 * DAY_S, 30 * DAY_S, 500, False) == 2
     assert await existing(pool, [dep.id, waiter.id]) == set()
     assert await pool.fetchval("SELECT count(*) FROM task_dependencies") == 0
 
@@ -347,7 +347,7 @@ async def test_a_pruned_task_hands_its_eventbridge_schedule_to_the_deletions(
 ) -> None:
     task_id = await make(store, pool, TaskStatus.CANCELLED, 8)
     await pool.execute("UPDATE tasks SET aws_schedule = 'task-x-1' WHERE id = $1", task_id)
-    assert await RetentionStore(pool).prune(7 * DAY_S, 30 * DAY_S, 500, True) == 1
+    assert await PostgresRetentionStore(pool).prune(7 * DAY_S, 30 * DAY_S, 500, True) == 1
     assert await pool.fetchval("SELECT name FROM eventbridge_deletions") == "task-x-1"
     assert await pool.fetchval("SELECT aws_schedule FROM tasks_archive") == "task-x-1"
 
@@ -355,7 +355,9 @@ async def test_a_pruned_task_hands_its_eventbridge_schedule_to_the_deletions(
 async def test_concurrent_pruners_share_the_work(store: PostgresStore, pool: asyncpg.Pool) -> None:
     ids = [await make(store, pool, TaskStatus.COMPLETED, 8, attempts=1) for _ in range(40)]
     pruners = [
-        Pruner(RetentionStore(pool), FakeClock(), lambda: retention(batch_size=3, archive=True))
+        Pruner(
+            PostgresRetentionStore(pool), FakeClock(), lambda: retention(batch_size=3, archive=True)
+        )
         for _ in range(3)
     ]
     counts = await asyncio.gather(*(p.sweep() for p in pruners))
@@ -373,7 +375,7 @@ async def test_run_applies_changed_settings(store: PostgresStore, pool: asyncpg.
     three_days = await make(store, pool, TaskStatus.COMPLETED, 3)
     clock = FakeClock()
     settings = Settable(retention(completed_days=7, interval_s=60))
-    pruner = Pruner(RetentionStore(pool), clock, settings)
+    pruner = Pruner(PostgresRetentionStore(pool), clock, settings)
     runner = asyncio.create_task(pruner.run())
     try:
         await clock.wait_for_sleepers(1)
@@ -395,7 +397,7 @@ async def test_run_applies_changed_settings(store: PostgresStore, pool: asyncpg.
 async def test_run_survives_database_errors(store: PostgresStore, pool: asyncpg.Pool) -> None:
     expired = await make(store, pool, TaskStatus.FAILED, 31)
     clock = FakeClock()
-    failing = CountingStore(RetentionStore(pool), fail=1)
+    failing = CountingStore(PostgresRetentionStore(pool), fail=1)
     pruner = Pruner(failing, clock, lambda: retention(interval_s=5))
     runner = asyncio.create_task(pruner.run())
     try:

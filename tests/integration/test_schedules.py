@@ -18,7 +18,7 @@ from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.engine.expander import LIMITED_RETRY_S, Expander
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.postgres import PostgresStore
-from scheduler_daemon.store.schedules import ScheduleStore
+from scheduler_daemon.store.schedules import PostgresScheduleStore
 from tests.integration.serve import eventually, serve_api
 
 
@@ -30,7 +30,7 @@ async def api(store: PostgresStore) -> AsyncIterator[aiohttp.ClientSession]:
 
 def expander(pool: asyncpg.Pool, horizon_s: float = 5.0) -> Expander:
     return Expander(
-        ScheduleStore(pool),
+        PostgresScheduleStore(pool),
         SystemClock(),
         horizon_s=lambda: horizon_s,
         batch_size=lambda: 100,
