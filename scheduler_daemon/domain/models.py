@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from scheduler_daemon.domain.backoff import DEFAULT_MAX_ATTEMPTS
+from scheduler_daemon.domain.ids import uuid7
 
 
 class TaskStatus(enum.StrEnum):
@@ -47,7 +48,7 @@ class NewTask:
     timeout_s: float = 30.0
     idempotency_key: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    id: uuid.UUID = field(default_factory=uuid.uuid4)
+    id: uuid.UUID = field(default_factory=uuid7)
     depends_on: tuple[uuid.UUID, ...] = ()
     request_hash: str | None = None  # fingerprint of the request, for idempotent repeats
     schedule_id: uuid.UUID | None = None
