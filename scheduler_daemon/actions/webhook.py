@@ -186,80 +186,92 @@ class WebhookAction:
     async def run(self, payload: Any, ctx: ActionContext) -> ActionResult:
         assert isinstance(payload, WebhookPayload)
         await self.start()
-        assert self._session is not None
         options = self._options()
-        method = payload.method
-        url = URL(str(payload.url))
-        secrets = [*url_secrets(url), *header_secrets(payload.headers, options.redact_headers)]
-        for secret in (*options.signing_secrets, payload.signing_secret):
-            if secret:
-                secrets += [secret, secret.removeprefix(SECRET_PREFIX)]
-        redact = Redactor(secrets)
+        redact = _redactor(payload, options)
         try:
-            if payload.signing_secret is not None:  # the task's own secret replaces the global
-                keys: tuple[bytes, ...] = (parse_secret(payload.signing_secret),)
-            else:
-                keys = options.signing_keys
-            body, content_type = _body(payload)
-            msg_id = f"msg_{ctx.task_id}"  # the same for every attempt of the task
-            for _hop in range(MAX_REDIRECTS + 1):
-                # Every hop is checked: IP literals here, names by the resolver.
-                check_literal(url.host or "", options.guard)
-                headers = CIMultiDict(payload.headers)
-                if keys:
-                    for name in SIGNING_HEADERS:
-                        headers.popall(name, None)
-                    # Signed over the exact bytes sent, at each hop (a 303 drops the body).
-                    signed = signing_headers(keys, msg_id, int(self._clock()), body or b"")
-                    headers.update(signed)
-                data = (
-                    None if body is None else aiohttp.BytesPayload(body, content_type=content_type)
-                )
-                async with self._session.request(
-                    method, url, headers=headers, data=data, allow_redirects=False
-                ) as resp:
-                    location = resp.headers.get("Location")
-                    if resp.status in REDIRECTS and location and options.follow_redirects:
-                        url = url.join(URL(location))
-                        if url.scheme not in ("http", "https"):
-                            return ActionResult.failure(
-                                f"redirect to a {url.scheme!r} URL refused", retryable=False
-                            )
-                        if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
-                            method = "GET"
-                            body = None
-                        continue
-                    ctx.log.debug(
-                        "webhook_response",
-                        method=method,
-                        url=redact_url(url),
-                        status=resp.status,
-                        signed=bool(keys),
-                    )
-                    return await _outcome(resp, method, url, options.max_response_bytes, redact)
-            return ActionResult.failure(f"more than {MAX_REDIRECTS} redirects", retryable=False)
-        except InvalidSecret as exc:  # names the field, never the secret
-            return ActionResult.failure(str(exc), retryable=False)
-        except BlockedTarget as exc:
-            return ActionResult.failure(redact(str(exc)), retryable=False)
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, BlockedTarget):
-                return ActionResult.failure(redact(str(exc.os_error)), retryable=False)
-            return ActionResult.failure(redact(f"{type(exc).__name__}: {exc}"), retryable=True)
-        except aiohttp.InvalidURL as exc:
-            return ActionResult.failure(redact(f"invalid target URL: {exc}"), retryable=False)
-        except aiohttp.ClientError as exc:
-            # e.g. ClientResponseError, whose text holds the full URL: redacted.
-            return ActionResult.failure(redact(f"{type(exc).__name__}: {exc}"), retryable=True)
+            return await self._send(payload, ctx, options, redact)
         except Exception as exc:
-            # Not left to the executor, which would log the message and traceback as they are.
-            error = redact(f"{type(exc).__name__}: {exc}")
-            ctx.log.error(
-                "webhook_crashed",
-                error=error,
-                traceback=redact("".join(traceback.format_exception(exc))),
-            )
-            return ActionResult.failure(error, retryable=True)
+            return _failure(exc, redact, ctx)
+
+    async def _send(
+        self, payload: WebhookPayload, ctx: ActionContext, options: WebhookOptions, redact: Redactor
+    ) -> ActionResult:
+        """The request, and each redirect it is allowed to follow."""
+        assert self._session is not None
+        method, url = payload.method, URL(str(payload.url))
+        if payload.signing_secret is not None:  # the task's own secret replaces the global
+            keys: tuple[bytes, ...] = (parse_secret(payload.signing_secret),)
+        else:
+            keys = options.signing_keys
+        body, content_type = _body(payload)
+        msg_id = f"msg_{ctx.task_id}"  # the same for every attempt of the task
+        for _hop in range(MAX_REDIRECTS + 1):
+            # Every hop is checked: IP literals here, names by the resolver.
+            check_literal(url.host or "", options.guard)
+            headers = CIMultiDict(payload.headers)
+            if keys:
+                for name in SIGNING_HEADERS:
+                    headers.popall(name, None)
+                # Signed over the exact bytes sent, at each hop (a 303 drops the body).
+                headers.update(signing_headers(keys, msg_id, int(self._clock()), body or b""))
+            data = None if body is None else aiohttp.BytesPayload(body, content_type=content_type)
+            async with self._session.request(
+                method, url, headers=headers, data=data, allow_redirects=False
+            ) as resp:
+                location = resp.headers.get("Location")
+                if resp.status in REDIRECTS and location and options.follow_redirects:
+                    url = url.join(URL(location))
+                    if url.scheme not in ("http", "https"):
+                        return ActionResult.failure(
+                            f"redirect to a {url.scheme!r} URL refused", retryable=False
+                        )
+                    if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                        method, body = "GET", None
+                    continue
+                ctx.log.debug(
+                    "webhook_response",
+                    method=method,
+                    url=redact_url(url),
+                    status=resp.status,
+                    signed=bool(keys),
+                )
+                return await _outcome(resp, method, url, options.max_response_bytes, redact)
+        return ActionResult.failure(f"more than {MAX_REDIRECTS} redirects", retryable=False)
+
+
+def _redactor(payload: WebhookPayload, options: WebhookOptions) -> Redactor:
+    """What an error or output of this request must never show: the URL's and the headers'
+    secrets, and the signing secrets (with and without their prefix)."""
+    url = URL(str(payload.url))
+    secrets = [*url_secrets(url), *header_secrets(payload.headers, options.redact_headers)]
+    for secret in (*options.signing_secrets, payload.signing_secret):
+        if secret:
+            secrets += [secret, secret.removeprefix(SECRET_PREFIX)]
+    return Redactor(secrets)
+
+
+def _failure(exc: Exception, redact: Redactor, ctx: ActionContext) -> ActionResult:
+    """A request that raised, as the attempt's outcome (redacted; retried when the cause may
+    pass)."""
+    if isinstance(exc, InvalidSecret):  # names the field, never the secret
+        return ActionResult.failure(str(exc), retryable=False)
+    if isinstance(exc, BlockedTarget):
+        return ActionResult.failure(redact(str(exc)), retryable=False)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, BlockedTarget):
+            return ActionResult.failure(redact(str(exc.os_error)), retryable=False)
+        return ActionResult.failure(redact(f"{type(exc).__name__}: {exc}"), retryable=True)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return ActionResult.failure(redact(f"invalid target URL: {exc}"), retryable=False)
+    if isinstance(exc, aiohttp.ClientError):
+        # e.g. ClientResponseError, whose text holds the full URL: redacted.
+        return ActionResult.failure(redact(f"{type(exc).__name__}: {exc}"), retryable=True)
+    # Not left to the executor, which would log the message and traceback as they are.
+    error = redact(f"{type(exc).__name__}: {exc}")
+    ctx.log.error(
+        "webhook_crashed", error=error, traceback=redact("".join(traceback.format_exception(exc)))
+    )
+    return ActionResult.failure(error, retryable=True)
 
 
 def _body(payload: WebhookPayload) -> tuple[bytes | None, str]:

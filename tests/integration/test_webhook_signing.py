@@ -470,3 +470,63 @@ async def test_the_response_is_read_up_to_max_response_bytes(
     result = await make_run(max_response_bytes=limit)({"url": receiver.url()})
     assert result.ok, result.error
     assert result.output == "HTTP 200\n" + "x" * stored
+
+
+# --- redirects and failures ---------------------------------------------------------------
+
+
+async def test_a_followed_303_is_signed_again_at_its_hop_without_the_body(
+    receiver: Receiver, make_run: Callable[..., Run]
+) -> None:
+    secret = new_secret()
+    receiver.status = 303
+    receiver.response_headers = {"Location": "/landed"}
+
+    def reply(request: Received) -> str:
+        receiver.status = 200  # this answer is still the 303 (its status was taken): the next, 200
+        return "moved"
+
+    receiver.reply = reply
+    run = make_run(signing_secrets=[secret], follow_redirects=True)
+    result = await run({"url": receiver.url(), "method": "POST", "json": {"a": 1}})
+    first, second = receiver.requests
+    assert (first.method, first.path_qs, second.method) == ("POST", "/hook", "GET")
+    assert second.path_qs == "/landed"
+    assert second.body == b""
+    assert verify(secret, second.headers, second.body, now=second.at)
+    assert result.ok, result
+
+
+async def test_a_redirect_is_not_followed_unless_configured(
+    receiver: Receiver, make_run: Callable[..., Run]
+) -> None:
+    receiver.status = 302
+    receiver.response_headers = {"Location": "/elsewhere"}
+    result = await make_run()({"url": receiver.url()})
+    assert len(receiver.requests) == 1
+    assert not result.ok
+    assert "redirects are not followed" in (result.error or "")
+
+
+async def test_a_redirect_to_another_scheme_is_refused(
+    receiver: Receiver, make_run: Callable[..., Run]
+) -> None:
+    receiver.status = 302
+    receiver.response_headers = {"Location": "ftp://127.0.0.1/x"}
+    result = await make_run(follow_redirects=True)({"url": receiver.url()})
+    assert (result.ok, result.retryable) == (False, False)
+    assert result.error == "redirect to a 'ftp' URL refused"
+
+
+async def test_an_unreachable_target_is_retried_and_its_url_secrets_redacted(
+    make_run: Callable[..., Run],
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = await make_run()({"url": f"http://user:hunter2@127.0.0.1:{port}/hook?token=s3cret"})
+    assert (result.ok, result.retryable) == (False, True)
+    assert "ClientConnectorError" in (result.error or "")
+    assert "hunter2" not in (result.error or "")
