@@ -14,9 +14,8 @@ from scheduler_daemon.aws.consumer import Consumer, ConsumerOptions, Messages
 from scheduler_daemon.aws.publisher import Publisher, PublisherOptions
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import QueueLimiter
-from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.outbox import OutboxStore
@@ -68,9 +67,8 @@ class EventBridgeBackend:
 async def eventbridge_backend(
     settings: Callable[[], Settings],
     outbox: OutboxStore,
-    slots: Slots,
+    inflight: InFlight,
     ready: asyncio.Queue[ClaimedTask],
-    registry: LeaseRegistry,
     owner: str,
     clock: Clock,
     metrics: Metrics | None = None,
@@ -81,7 +79,7 @@ async def eventbridge_backend(
         sqs_client(s.aws.region, s.aws.endpoint_url) as sqs,
         scheduler_client(s.aws.region, s.aws.endpoint_url) as scheduler,
     ):
-        messages = Messages(sqs, registry, clock, lambda: consumer_options(settings()))
+        messages = Messages(sqs, inflight, clock, lambda: consumer_options(settings()))
         yield EventBridgeBackend(
             publisher=Publisher(
                 outbox,
@@ -96,9 +94,8 @@ async def eventbridge_backend(
                 outbox,
                 sqs,
                 messages,
-                slots,
+                inflight,
                 ready,
-                registry,
                 owner,
                 clock,
                 lambda: consumer_options(settings()),

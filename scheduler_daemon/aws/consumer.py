@@ -38,9 +38,8 @@ from scheduler_daemon.aws.clients import AWS_ERRORS, error_code
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
 from scheduler_daemon.engine.executor import admit
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import NO_LIMITS, QueueLimiter
-from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
@@ -145,12 +144,12 @@ class Messages:
     def __init__(
         self,
         sqs: SQSClient,
-        registry: LeaseRegistry,
+        inflight: InFlight,
         clock: Clock,
         options: Callable[[], ConsumerOptions],
     ) -> None:
         self._sqs = sqs
-        self._registry = registry
+        self._inflight = inflight
         self._clock = clock
         self._options = options
         self._receipts: dict[uuid.UUID, str] = {}
@@ -215,7 +214,7 @@ class Messages:
     async def extend(self) -> None:
         """Push the expiry of every running task's message one visibility timeout ahead;
         messages whose task is no longer held (its lease was lost) are spent."""
-        for task_id in [t for t in self._receipts if t not in self._registry]:
+        for task_id in [t for t in self._receipts if t not in self._inflight]:
             self._spent.put_nowait(self._receipts.pop(task_id))
         timeout_s = self._options().visibility_timeout_s
         receipts = list(self._receipts.values())
@@ -280,9 +279,8 @@ class Consumer:
         outbox: OutboxStore,
         sqs: SQSClient,
         messages: Messages,
-        slots: Slots,
+        inflight: InFlight,
         ready: asyncio.Queue[ClaimedTask],
-        registry: LeaseRegistry,
         owner: str,
         clock: Clock,
         options: Callable[[], ConsumerOptions],
@@ -294,9 +292,8 @@ class Consumer:
         self._outbox = outbox
         self._sqs = sqs
         self._messages = messages
-        self._slots = slots
+        self._inflight = inflight
         self._ready = ready
-        self._registry = registry
         self._owner = owner
         self._clock = clock
         self._options = options
@@ -325,9 +322,10 @@ class Consumer:
     async def _poll(self) -> None:
         backoff = 0.0
         while True:
-            free = await self._slots.wait_free()
+            free = await self._inflight.wait_free()
             want = min(free, SQS_BATCH)
-            self._slots.take(want)  # reserved: other pollers see only what is left
+            # Reserved (and counted as in use): other pollers see only what is left.
+            self._inflight.reserve(want)
             intake = Intake()
             try:
                 received = await self._receive(want)
@@ -348,7 +346,7 @@ class Consumer:
                 await self._hand_back(intake.unsettled)
                 raise
             finally:
-                self._slots.give(want - intake.kept)
+                self._inflight.unreserve(want - intake.kept)
 
     async def _receive(self, want: int) -> list[MessageTypeDef]:
         options = self._options()
@@ -481,7 +479,7 @@ class Consumer:
         receipts = [first[task.id].receipt for task in claimed]
         for task, receipt in zip(claimed, receipts, strict=True):
             self._messages.track(task.id, receipt)
-        admit(claimed, self._slots, self._registry, self._ready, self._log)
+        admit(claimed, self._inflight, self._ready, self._log, reserved=True)
         intake.kept += len(claimed)
         intake.settle(receipts)
         if claimed:
@@ -520,7 +518,7 @@ class Consumer:
             self._log.exception("held_claim_crashed", task_id=str(wakeup.task_id))
             await self._hand_back(intake.unsettled)
         finally:
-            self._slots.give(1 - intake.kept)
+            self._inflight.unreserve(1 - intake.kept)
 
     def _count(self, result: str, n: int = 1) -> None:
         if self._metrics is not None:

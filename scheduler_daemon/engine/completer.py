@@ -13,7 +13,7 @@ from scheduler_daemon.alerts import AlertSink, ignore, task_failed
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import AttemptResult, Outcome, TaskStatus
 from scheduler_daemon.engine.executor import storable_text
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
@@ -39,7 +39,7 @@ class Completer:
         self,
         store: EngineStore,
         results: asyncio.Queue[AttemptResult],
-        registry: LeaseRegistry,
+        inflight: InFlight,
         owner: str,
         clock: Clock,
         metrics: Metrics | None = None,
@@ -51,7 +51,7 @@ class Completer:
         self._on_recorded = on_recorded
         self._store = store
         self._results = results
-        self._registry = registry
+        self._inflight = inflight
         self._owner = owner
         self._clock = clock
         self._log = get_logger("completer")
@@ -179,7 +179,7 @@ class Completer:
     def _report(self, batch: list[AttemptResult], applied: set[uuid.UUID]) -> None:
         if self._metrics is not None:
             self._metrics.finished(r for r in batch if r.task_id in applied)
-        self._registry.discard_many(r.task_id for r in batch)
+        self._inflight.release(r.task_id for r in batch)
         for result in batch:
             if result.task_id in applied and result.next_status is TaskStatus.COMPLETED:
                 continue  # the hot path: nothing worth a log line

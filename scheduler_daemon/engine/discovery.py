@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from scheduler_daemon.clock import Clock, wait_event
 from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.executor import admit
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import NO_LIMITS, ClaimPlan, QueueLimiter
-from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
@@ -49,9 +48,8 @@ class Discovery:
     def __init__(
         self,
         store: EngineStore,
-        slots: Slots,
+        inflight: InFlight,
         ready: asyncio.Queue[ClaimedTask],
-        registry: LeaseRegistry,
         owner: str,
         clock: Clock,
         batch_size: Callable[[], int],
@@ -63,9 +61,8 @@ class Discovery:
         self._metrics = metrics
         self._limiter = limiter
         self._store = store
-        self._slots = slots
+        self._inflight = inflight
         self._ready = ready
-        self._registry = registry
         self._owner = owner
         self._clock = clock
         self._batch_size = batch_size
@@ -86,7 +83,7 @@ class Discovery:
         self._pauses_changed = 0
         self._plan: ClaimPlan = NO_LIMITS
         if limiter is not None:
-            slots.on_queue_freed = self._queue_freed
+            inflight.on_queue_freed = self._queue_freed
 
     def notify(self, delay_s: float | None) -> None:
         """A task is due in ``delay_s`` seconds (None: unknown, look now; queues may have been
@@ -127,7 +124,7 @@ class Discovery:
         return claims.want - claims.took
 
     async def _claim_round(self) -> _Round:
-        free = await self._slots.wait_free()
+        free = await self._inflight.wait_free()
         want = min(free, self._batch_size())
         excluded = await self._excluded()
         started = self._clock.monotonic()
@@ -165,8 +162,7 @@ class Discovery:
     def _take(self, claimed: list[ClaimedTask]) -> None:
         if not claimed:
             return
-        self._slots.take(len(claimed))
-        admit(claimed, self._slots, self._registry, self._ready, self._log)
+        admit(claimed, self._inflight, self._ready, self._log)
         self.claimed_total += len(claimed)
         if self._metrics is not None:
             self._metrics.claimed(claimed)

@@ -25,9 +25,8 @@ from scheduler_daemon.aws.consumer import ConsumerOptions, Messages
 from scheduler_daemon.aws.publisher import message_body
 from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import ClaimedTask, NewTask
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import QueueLimiter
-from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import QueueLimits, Settings
 from scheduler_daemon.store.outbox import OutboxStore
@@ -64,9 +63,8 @@ SHAPE_POISON: dict[str, Poison] = {
 @dataclass
 class Rig:
     backend: EventBridgeBackend
-    slots: Slots
+    inflight: InFlight
     ready: asyncio.Queue[ClaimedTask]
-    registry: LeaseRegistry
     metrics: Metrics
     aws: AwsResources
 
@@ -122,18 +120,17 @@ async def rig_for(
     limits: dict[str, QueueLimits] | None = None,
 ) -> AsyncIterator[Rig]:
     clock = SystemClock()
-    slots = Slots(10)
-    registry = LeaseRegistry(clock)
+    inflight = InFlight(10, clock)
     ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
     metrics = Metrics()
     settings = settings_for(aws)
-    limiter = QueueLimiter(lambda: limits or {}, slots, clock)
+    limiter = QueueLimiter(lambda: limits or {}, inflight, clock)
     async with eventbridge_backend(
-        lambda: settings, outbox, slots, ready, registry, "daemon-1", clock, metrics, limiter
+        lambda: settings, outbox, inflight, ready, "daemon-1", clock, metrics, limiter
     ) as backend:
         keeper = asyncio.create_task(backend.messages.run())
         try:
-            yield Rig(backend, slots, ready, registry, metrics, aws)
+            yield Rig(backend, inflight, ready, metrics, aws)
         finally:
             await stop(keeper)
 
@@ -203,10 +200,10 @@ async def test_poison_in_a_receive_is_deleted_and_the_good_messages_are_claimed(
     async with rig_for(aws, OutboxStore(store.pool)) as rig:
         await rig.send(bodies)
         received = await rig.receive(10)
-        rig.slots.take(10)
+        rig.inflight.reserve(10)  # as a poller does before its receive
         with capture_logs() as logs:
             kept = await rig.backend.consumer.handle(received)
-        rig.slots.give(10 - kept)
+        rig.inflight.unreserve(10 - kept)
         # Every good message of the receive started its task; the poison started nothing.
         assert kept == len(good)
         assert sorted(rig.started()) == sorted(good)
@@ -238,7 +235,7 @@ async def test_the_running_consumer_claims_the_good_messages_of_a_poisoned_recei
         # All in the first receive: none of the good ones waited for a visibility timeout.
         assert sorted(rig.started()) == sorted(good)
         assert rig.count("malformed") == len(poison)
-        assert rig.slots.in_use == len(good) == len(rig.registry)
+        assert rig.inflight.in_use == len(good) == len(rig.inflight)
         assert_logged_without_bodies(logs, len(poison))
         await rig.backend.messages.flush()
         assert await queue_depth(aws) == (0, len(good))
@@ -290,8 +287,8 @@ async def test_a_database_error_mid_receive_keeps_the_slots_of_tasks_it_started(
             assert "LockNotAvailable" in failed[0]["error"]
             # The task that started keeps its slot; only the other reserved ones went back.
             assert rig.started() == [free]
-            assert len(rig.registry) == 1
-            assert rig.slots.in_use == 1
+            assert len(rig.inflight) == 1
+            assert rig.inflight.in_use == 1
     finally:
         await pool.close()
 
@@ -320,7 +317,7 @@ async def test_a_stop_mid_receive_gives_back_the_unsettled_messages_at_once(
         bodies = [json.loads(m["Body"]) for m in answer.get("Messages", [])]
         assert bodies == [{"task_id": str(limited), "series": 1}]
         assert (await statuses(store, [limited]))[limited] == "scheduled"
-        assert rig.slots.in_use == 1 == len(rig.registry)
+        assert rig.inflight.in_use == 1 == len(rig.inflight)
 
 
 async def one_message(aws: AwsResources) -> str:
@@ -341,7 +338,7 @@ async def test_spent_messages_outlive_a_crash_of_the_keeper(aws: AwsResources) -
     async with outage_proxy(aws.endpoint_url) as proxy:
         await proxy.down()
         async with sqs_client(REGION, proxy.endpoint_url) as sqs:
-            messages = Messages(sqs, LeaseRegistry(clock), clock, lambda: options)
+            messages = Messages(sqs, InFlight(10, clock), clock, lambda: options)
             messages.discard(receipt)
             with capture_logs() as logs:
                 keeper = asyncio.create_task(messages.run())
@@ -367,11 +364,11 @@ async def test_a_restarted_keeper_extends_running_tasks_messages_first(aws: AwsR
     receipt = await one_message(aws)
     clock = FakeClock()
     task = claimed_task()
-    registry = LeaseRegistry(clock)
-    registry.add(task)
+    inflight = InFlight(10, clock)
+    inflight.admit([task])
     options = ConsumerOptions(queue_url=aws.queue_url, visibility_timeout_s=VISIBILITY_S)
     async with sqs_client(REGION, aws.endpoint_url) as sqs:
-        messages = Messages(sqs, registry, clock, lambda: options)
+        messages = Messages(sqs, inflight, clock, lambda: options)
         messages.track(task.id, receipt)
         keeper = asyncio.create_task(messages.run())
         await clock.wait_for_sleepers(1)  # waiting a third of the timeout to extend

@@ -11,8 +11,7 @@ import pytest
 from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import ClaimedTask, NewTask
 from scheduler_daemon.engine.discovery import Discovery
-from scheduler_daemon.engine.leases import LeaseRegistry
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.store.listener import LISTENER_APPLICATION_NAME, NotificationListener
 from scheduler_daemon.store.postgres import PostgresStore
 
@@ -130,12 +129,11 @@ async def test_discovery_wakes_on_insert_not_on_poll(
     database_url: str, store: PostgresStore
 ) -> None:
     ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
-    registry = LeaseRegistry(SystemClock())
+    inflight = InFlight(4, SystemClock())
     discovery = Discovery(
         store,
-        Slots(4),
+        inflight,
         ready,
-        registry,
         "me",
         SystemClock(),
         batch_size=lambda: 10,
@@ -154,7 +152,7 @@ async def test_discovery_wakes_on_insert_not_on_poll(
         async with asyncio.timeout(10):
             claimed = await ready.get()
         assert claimed.id == task.id
-        assert len(registry) == 1
+        assert len(inflight) == 1
     finally:
         for t in tasks:
             t.cancel()

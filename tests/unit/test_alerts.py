@@ -24,7 +24,8 @@ from scheduler_daemon.alerts import (
 )
 from scheduler_daemon.domain.models import AttemptResult, Outcome, TaskStatus
 from scheduler_daemon.engine.completer import Completer
-from scheduler_daemon.engine.leases import LeaseRegistry, Rescuer
+from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.leases import Rescuer
 from scheduler_daemon.engine.watchdog import Watchdog
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import AlertsSettings, Settings, WatchdogSettings, masked
@@ -321,9 +322,7 @@ async def test_completer_alerts_tasks_that_failed_for_good() -> None:
     clock = FakeClock()
     sink = Sink()
     results: asyncio.Queue[AttemptResult] = asyncio.Queue()
-    completer = Completer(
-        FakeEngineStore(), results, LeaseRegistry(clock), "me", clock, alerts=sink
-    )
+    completer = Completer(FakeEngineStore(), results, InFlight(10, clock), "me", clock, alerts=sink)
     dead, retried, done = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     for result in (
         AttemptResult(

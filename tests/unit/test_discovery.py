@@ -14,8 +14,7 @@ import pytest
 
 from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.discovery import Discovery
-from scheduler_daemon.engine.leases import LeaseRegistry
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.inflight import InFlight
 from tests.fakes import ClaimCall, FakeClock, FakeEngineStore, claimed_task, settle
 
 OWNER = "host/1/abc"
@@ -26,8 +25,7 @@ LEASE_S = 30.0
 class Rig:
     clock: FakeClock
     store: FakeEngineStore
-    slots: Slots
-    registry: LeaseRegistry
+    inflight: InFlight
     ready: asyncio.Queue[ClaimedTask] = field(default_factory=asyncio.Queue)
     batch_size: int = 100
     poll_s: float = 5.0
@@ -36,9 +34,8 @@ class Rig:
     def __post_init__(self) -> None:
         self.discovery = Discovery(
             self.store,
-            self.slots,
+            self.inflight,
             self.ready,
-            self.registry,
             OWNER,
             self.clock,
             batch_size=lambda: self.batch_size,
@@ -71,9 +68,7 @@ def make_rig(
 ) -> Rig:
     clock = FakeClock()
     store = FakeEngineStore(due=[claimed_task() for _ in range(due)], next_due=next_due)
-    return Rig(
-        clock, store, Slots(capacity), LeaseRegistry(clock), batch_size=batch_size, poll_s=poll_s
-    )
+    return Rig(clock, store, InFlight(capacity, clock), batch_size=batch_size, poll_s=poll_s)
 
 
 @contextlib.asynccontextmanager
@@ -98,7 +93,7 @@ async def test_claim_once_asks_for_min_of_free_slots_and_batch() -> None:
     assert shortfall == 2
     assert rig.store.claim_calls[0].owner == OWNER
     assert rig.store.claim_calls[0].lease_s == LEASE_S
-    assert rig.slots.in_use == 1
+    assert rig.inflight.in_use == 1
 
 
 async def test_claims_up_to_free_slots_then_waits_for_one() -> None:
@@ -109,20 +104,21 @@ async def test_claims_up_to_free_slots_then_waits_for_one() -> None:
         await settle()
         # 3 (batch) then 1 (the last free slot); then nothing until a slot comes back.
         assert rig.limits == [3, 1]
-        assert rig.slots.in_use == 4
-        assert rig.slots.free == 0
+        assert rig.inflight.in_use == 4
+        assert rig.inflight.free == 0
         assert rig.drain_ready() == expected
-        assert rig.registry.snapshot() == [(t.id, t.attempt) for t in expected]
+        assert rig.inflight.snapshot() == [(t.id, t.attempt) for t in expected]
         assert len(rig.store.due) == 6
         assert rig.discovery.claimed_total == 4
         assert rig.store.next_due_calls == 0  # never came up short, so never asked
 
-        rig.slots.give(2)
+        for task in expected[:2]:  # two attempts end
+            rig.inflight.finish(task)
         await rig.store.wait_for_claims(3)
         await settle()
         assert rig.limits == [3, 1, 2]
         assert rig.ready.qsize() == 2
-        assert len(rig.registry) == 6
+        assert len(rig.inflight) == 6
 
 
 async def test_batch_size_limits_each_claim_and_short_claim_sleeps() -> None:
@@ -131,7 +127,7 @@ async def test_batch_size_limits_each_claim_and_short_claim_sleeps() -> None:
         await rig.clock.wait_for_sleepers(1)
         assert rig.limits == [3, 3]  # 3, then 2 of 3 came: a shortfall, so it sleeps
         assert rig.ready.qsize() == 5
-        assert rig.slots.in_use == 5
+        assert rig.inflight.in_use == 5
         assert rig.store.next_due_calls == 1
         assert rig.clock.deadlines == [5.0]
         # The next claim asks for the batch size again, not more.
@@ -153,7 +149,8 @@ async def test_batch_size_is_read_live() -> None:
 
 async def test_no_claim_without_free_slots() -> None:
     rig = make_rig(capacity=2, due=5)
-    rig.slots.take(2)
+    busy = [claimed_task(), claimed_task()]
+    rig.inflight.admit(busy)  # every slot taken
     async with running(rig):
         await settle()
         assert rig.claims == 0
@@ -162,21 +159,21 @@ async def test_no_claim_without_free_slots() -> None:
         await rig.clock.advance(60.0)  # time alone does not help
         assert rig.claims == 0
 
-        rig.slots.give(1)
+        rig.inflight.finish(busy[0])
         await rig.store.wait_for_claims(1)
         await settle()
         assert rig.limits == [1]
         assert rig.ready.qsize() == 1
-        assert rig.slots.free == 0
+        assert rig.inflight.free == 0
 
 
 async def test_growing_the_pool_lets_discovery_claim() -> None:
     rig = make_rig(capacity=1, due=5)
-    rig.slots.take(1)
+    rig.inflight.admit([claimed_task()])
     async with running(rig):
         await settle()
         assert rig.claims == 0
-        rig.slots.resize(4)
+        rig.inflight.resize(4)
         await rig.store.wait_for_claims(1)
         await settle()
         assert rig.limits == [3]
@@ -207,7 +204,7 @@ async def test_claims_the_task_that_became_due() -> None:
         rig.store.add_due([task])
         await rig.clock.advance(3.0)
         assert rig.drain_ready() == [task]
-        assert rig.registry.snapshot() == [(task.id, task.attempt)]
+        assert rig.inflight.snapshot() == [(task.id, task.attempt)]
 
 
 async def test_next_due_beyond_poll_interval_sleeps_poll_interval() -> None:
@@ -404,7 +401,7 @@ class TimedStore(FakeEngineStore):
 def make_timed_rig(*, latency_s: float = 0.0, poll_s: float = 5.0) -> tuple[Rig, TimedStore]:
     clock = FakeClock()
     store = TimedStore(clock=clock, latency_s=latency_s)
-    rig = Rig(clock, store, Slots(10_000), LeaseRegistry(clock), poll_s=poll_s)
+    rig = Rig(clock, store, InFlight(10_000, clock), poll_s=poll_s)
     return rig, store
 
 
@@ -502,7 +499,7 @@ async def test_resume_during_a_pause_read_is_not_lost() -> None:
     clock = FakeClock()
     store = HeldPausesStore(paused={"held"})
     store.add_due(claimed_task(queue="held") for _ in range(2))
-    rig = Rig(clock, store, Slots(10), LeaseRegistry(clock), poll_s=5.0)
+    rig = Rig(clock, store, InFlight(10, clock), poll_s=5.0)
     async with running(rig):
         await clock.wait_for_sleepers(1)
         assert rig.drain_ready() == []
@@ -547,7 +544,7 @@ class DownStore(FakeEngineStore):
 async def test_an_outage_is_waited_out_with_back_off_then_due_tasks_are_claimed() -> None:
     clock = FakeClock()
     store = DownStore(due=[claimed_task() for _ in range(2)], next_due=None)
-    rig = Rig(clock, store, Slots(10), LeaseRegistry(clock))
+    rig = Rig(clock, store, InFlight(10, clock))
     async with running(rig) as task:
         await clock.wait_for_sleepers(1)
         assert clock.deadlines == [pytest.approx(0.05)]
