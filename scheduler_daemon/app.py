@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -29,6 +29,7 @@ from scheduler_daemon.clock import Clock, SystemClock
 from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
 from scheduler_daemon.engine.completer import Completer
 from scheduler_daemon.engine.discovery import Discovery
+from scheduler_daemon.engine.eventbridge import EventBridgeBackend, eventbridge_backend
 from scheduler_daemon.engine.executor import Executor
 from scheduler_daemon.engine.expander import Expander
 from scheduler_daemon.engine.inflight import InFlight
@@ -59,9 +60,6 @@ from scheduler_daemon.store.queues import QueueStore
 from scheduler_daemon.store.retention import RetentionStore
 from scheduler_daemon.store.schedules import ScheduleStore
 from scheduler_daemon.store.workers import WorkerStore
-
-if TYPE_CHECKING:
-    from scheduler_daemon.aws.backend import EventBridgeBackend
 
 log = get_logger("daemon")
 
@@ -323,21 +321,22 @@ class Daemon:
         aws: EventBridgeBackend | None = None
         if s.scheduling.backend == "eventbridge":
             # The AWS stack (aiobotocore and its service models) loads only with this backend.
-            from scheduler_daemon.aws.backend import eventbridge_backend
+            from scheduler_daemon.aws.adapter import connect
 
             outbox = OutboxStore(store.pool, store.runnable)
             metrics.track_outbox(outbox.count_pending)
-            aws = await stack.enter_async_context(
-                eventbridge_backend(
-                    lambda: self.settings,
-                    outbox,
-                    inflight,
-                    ready,
-                    self.owner,
-                    clock,
-                    metrics,
-                    limiter,
-                )
+            wakeups = await stack.enter_async_context(connect(s.aws.region, s.aws.endpoint_url))
+            aws = eventbridge_backend(
+                lambda: self.settings,
+                wakeups.queue,
+                wakeups.schedules,
+                outbox,
+                inflight,
+                ready,
+                self.owner,
+                clock,
+                metrics,
+                limiter,
             )
         listener = NotificationListener(
             dsn,

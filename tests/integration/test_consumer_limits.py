@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 
+from scheduler_daemon.aws.adapter import SqsWakeUpQueue
 from scheduler_daemon.aws.clients import sqs_client
-from scheduler_daemon.aws.consumer import Consumer, ConsumerOptions, Messages, WakeUp, parse_body
-from scheduler_daemon.aws.publisher import message_body
+from scheduler_daemon.aws.codec import delivery, message_body
 from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import ClaimedTask, NewTask
 from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import QueueLimiter
+from scheduler_daemon.engine.sqs_consumer import Consumer, ConsumerOptions, Messages
+from scheduler_daemon.engine.wakeups import WakeUp
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import QueueLimits
 from scheduler_daemon.store.outbox import OutboxStore
@@ -39,8 +41,8 @@ async def test_paused_and_limited_wakeups_are_deferred(
     async with sqs_client(REGION, aws.endpoint_url) as sqs:
         consumer = Consumer(
             OutboxStore(store.pool),
-            sqs,
-            Messages(sqs, inflight, clock, lambda: options),
+            SqsWakeUpQueue(sqs),
+            Messages(SqsWakeUpQueue(sqs), inflight, clock, lambda: options),
             inflight,
             ready,
             "daemon-1",
@@ -58,8 +60,9 @@ async def test_paused_and_limited_wakeups_are_deferred(
                 QueueUrl=aws.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
             )
             for m in answer.get("Messages", []):
-                task_id, series = parse_body(m["Body"])
-                received.append(WakeUp(m["ReceiptHandle"], task_id, series))
+                wakeup = delivery(m)
+                assert isinstance(wakeup, WakeUp)
+                received.append(wakeup)
         inflight.reserve(4)  # as a poller does before its receive
         kept = await consumer.dispatch(received)
         inflight.unreserve(4 - kept)

@@ -13,20 +13,22 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from scheduler_daemon.aws.backend import EventBridgeBackend, eventbridge_backend
+from scheduler_daemon.aws.adapter import SqsWakeUpQueue, connect
 from scheduler_daemon.aws.clients import sqs_client
-from scheduler_daemon.aws.consumer import ConsumerOptions, Messages
-from scheduler_daemon.aws.publisher import message_body
+from scheduler_daemon.aws.codec import delivery, message_body
 from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import ClaimedTask, NewTask
+from scheduler_daemon.engine.eventbridge import EventBridgeBackend, eventbridge_backend
 from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import QueueLimiter
+from scheduler_daemon.engine.sqs_consumer import ConsumerOptions, Messages
+from scheduler_daemon.engine.wakeups import Delivery
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import QueueLimits, Settings
 from scheduler_daemon.store.outbox import OutboxStore
@@ -34,9 +36,6 @@ from scheduler_daemon.store.postgres import PostgresStore, create_pool
 from tests.aws import REGION, ROLE_ARN, AwsResources, outage_proxy, queue_depth
 from tests.fakes import FakeClock, claimed_task
 from tests.integration.serve import eventually
-
-if TYPE_CHECKING:
-    from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 VISIBILITY_S = 30  # far past each test: a message seen again early was made visible on purpose
 SECRET = "poison-marker-7f3a"  # in the poison bodies: it must never reach a log line
@@ -81,9 +80,9 @@ class Rig:
                 answer = await sqs.send_message_batch(QueueUrl=self.aws.queue_url, Entries=entries)
                 assert not answer.get("Failed"), answer
 
-    async def receive(self, count: int) -> list[MessageTypeDef]:
+    async def receive(self, count: int) -> list[Delivery]:
         """Exactly ``count`` messages, as the consumer's receive call would get them."""
-        received: list[MessageTypeDef] = []
+        received: list[Delivery] = []
         async with sqs_client(REGION, self.aws.endpoint_url) as sqs:
             while len(received) < count:
                 answer = await sqs.receive_message(
@@ -92,7 +91,7 @@ class Rig:
                     WaitTimeSeconds=1,
                     VisibilityTimeout=VISIBILITY_S,
                 )
-                received.extend(answer.get("Messages", []))
+                received.extend(delivery(m) for m in answer.get("Messages", []))
         return received
 
     def started(self) -> list[uuid.UUID]:
@@ -125,9 +124,19 @@ async def rig_for(
     metrics = Metrics()
     settings = settings_for(aws)
     limiter = QueueLimiter(lambda: limits or {}, inflight, clock)
-    async with eventbridge_backend(
-        lambda: settings, outbox, inflight, ready, "daemon-1", clock, metrics, limiter
-    ) as backend:
+    async with connect(REGION, aws.endpoint_url) as wakeups:
+        backend = eventbridge_backend(
+            lambda: settings,
+            wakeups.queue,
+            wakeups.schedules,
+            outbox,
+            inflight,
+            ready,
+            "daemon-1",
+            clock,
+            metrics,
+            limiter,
+        )
         keeper = asyncio.create_task(backend.messages.run())
         try:
             yield Rig(backend, inflight, ready, metrics, aws)
@@ -338,7 +347,7 @@ async def test_spent_messages_outlive_a_crash_of_the_keeper(aws: AwsResources) -
     async with outage_proxy(aws.endpoint_url) as proxy:
         await proxy.down()
         async with sqs_client(REGION, proxy.endpoint_url) as sqs:
-            messages = Messages(sqs, InFlight(10, clock), clock, lambda: options)
+            messages = Messages(SqsWakeUpQueue(sqs), InFlight(10, clock), clock, lambda: options)
             messages.discard(receipt)
             with capture_logs() as logs:
                 keeper = asyncio.create_task(messages.run())
@@ -368,7 +377,7 @@ async def test_a_restarted_keeper_extends_running_tasks_messages_first(aws: AwsR
     inflight.admit([task])
     options = ConsumerOptions(queue_url=aws.queue_url, visibility_timeout_s=VISIBILITY_S)
     async with sqs_client(REGION, aws.endpoint_url) as sqs:
-        messages = Messages(sqs, inflight, clock, lambda: options)
+        messages = Messages(SqsWakeUpQueue(sqs), inflight, clock, lambda: options)
         messages.track(task.id, receipt)
         keeper = asyncio.create_task(messages.run())
         await clock.wait_for_sleepers(1)  # waiting a third of the timeout to extend

@@ -1,32 +1,32 @@
-"""The eventbridge backend assembled from settings: publisher, consumer and message keeper
-on one pair of AWS clients."""
+"""The eventbridge backend's loops assembled from settings: the outbox publisher, the SQS
+consumer and its message keeper, on one wake-up port (``engine/wakeups.py``; the AWS adapter
+of ``scheduler_daemon.aws.adapter`` in the daemon)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from scheduler_daemon.aws.clients import queue_arn_from_url, scheduler_client, sqs_client
-from scheduler_daemon.aws.consumer import Consumer, ConsumerOptions, Messages
-from scheduler_daemon.aws.publisher import Publisher, PublisherOptions
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import QueueLimiter
+from scheduler_daemon.engine.outbox_publisher import Publisher, PublisherOptions
+from scheduler_daemon.engine.sqs_consumer import Consumer, ConsumerOptions, Messages
+from scheduler_daemon.engine.wakeups import WakeUpQueue, WakeUpSchedules
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.outbox import OutboxStore
 
 
 def publisher_options(s: Settings) -> PublisherOptions:
-    queue_url = s.sqs.queue_url or ""
     eb = s.eventbridge
     return PublisherOptions(
-        queue_url=queue_url,
-        target_arn=eb.target_arn or queue_arn_from_url(queue_url, s.aws.region),
+        queue_url=s.sqs.queue_url or "",
+        target_arn=eb.target_arn,
         group=eb.group,
         role_arn=eb.role_arn or "",
         dead_letter_arn=eb.dead_letter_arn,
@@ -63,9 +63,10 @@ class EventBridgeBackend:
                 await self.messages.flush()
 
 
-@contextlib.asynccontextmanager
-async def eventbridge_backend(
+def eventbridge_backend(
     settings: Callable[[], Settings],
+    queue: WakeUpQueue,
+    schedules: WakeUpSchedules,
     outbox: OutboxStore,
     inflight: InFlight,
     ready: asyncio.Queue[ClaimedTask],
@@ -73,35 +74,30 @@ async def eventbridge_backend(
     clock: Clock,
     metrics: Metrics | None = None,
     limiter: QueueLimiter | None = None,
-) -> AsyncIterator[EventBridgeBackend]:
-    s = settings()
-    async with (
-        sqs_client(s.aws.region, s.aws.endpoint_url) as sqs,
-        scheduler_client(s.aws.region, s.aws.endpoint_url) as scheduler,
-    ):
-        messages = Messages(sqs, inflight, clock, lambda: consumer_options(settings()))
-        yield EventBridgeBackend(
-            publisher=Publisher(
-                outbox,
-                sqs,
-                scheduler,
-                lambda: publisher_options(settings()),
-                clock,
-                poll_interval_s=lambda: settings().discovery.poll_interval_s,
-                metrics=metrics,
-            ),
-            consumer=Consumer(
-                outbox,
-                sqs,
-                messages,
-                inflight,
-                ready,
-                owner,
-                clock,
-                lambda: consumer_options(settings()),
-                lease_s=lambda: settings().executor.lease_s,
-                metrics=metrics,
-                limiter=limiter,
-            ),
-            messages=messages,
-        )
+) -> EventBridgeBackend:
+    messages = Messages(queue, inflight, clock, lambda: consumer_options(settings()))
+    return EventBridgeBackend(
+        publisher=Publisher(
+            outbox,
+            queue,
+            schedules,
+            lambda: publisher_options(settings()),
+            clock,
+            poll_interval_s=lambda: settings().discovery.poll_interval_s,
+            metrics=metrics,
+        ),
+        consumer=Consumer(
+            outbox,
+            queue,
+            messages,
+            inflight,
+            ready,
+            owner,
+            clock,
+            lambda: consumer_options(settings()),
+            lease_s=lambda: settings().executor.lease_s,
+            metrics=metrics,
+            limiter=limiter,
+        ),
+        messages=messages,
+    )
