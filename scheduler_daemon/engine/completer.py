@@ -14,6 +14,7 @@ from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import AttemptResult, Outcome, TaskStatus
 from scheduler_daemon.engine.executor import storable_text
 from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.signals import CompleterSignals
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
@@ -45,6 +46,7 @@ class Completer:
         metrics: Metrics | None = None,
         on_recorded: Callable[[list[uuid.UUID]], None] | None = None,
         alerts: AlertSink | None = None,
+        signals: CompleterSignals | None = None,
     ) -> None:
         self._metrics = metrics
         self._alert = alerts or ignore
@@ -56,6 +58,7 @@ class Completer:
         self._clock = clock
         self._log = get_logger("completer")
         self.recorded_total = 0
+        self.signals = signals or CompleterSignals()
         self.report_progress = NOOP
         self._held: list[AttemptResult] = []
 
@@ -103,6 +106,8 @@ class Completer:
             self._report(batch, applied)
         except Exception:  # the results are written: a report must not write them again
             self._log.exception("completion_report_failed", batch=len(batch))
+        if self.signals.recorded.armed:
+            self.signals.recorded.emit([r.task_id for r in batch])
 
     async def _one_by_one(self, batch: list[AttemptResult]) -> set[uuid.UUID]:
         """One result the database refuses (a value it cannot hold) must not hold up the
@@ -146,6 +151,7 @@ class Completer:
                     )
                     if unexpected >= UNEXPECTED_TRIES:
                         raise _Persistent(describe(exc)) from exc
+                self.signals.retrying.emit(describe(exc))
             await self._clock.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 

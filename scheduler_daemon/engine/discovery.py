@@ -19,6 +19,7 @@ from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.executor import admit
 from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import NO_LIMITS, ClaimPlan, QueueLimiter
+from scheduler_daemon.engine.signals import DiscoverySignals
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
@@ -57,6 +58,7 @@ class Discovery:
         lease_s: Callable[[], float],
         metrics: Metrics | None = None,
         limiter: QueueLimiter | None = None,
+        signals: DiscoverySignals | None = None,
     ) -> None:
         self._metrics = metrics
         self._limiter = limiter
@@ -72,7 +74,7 @@ class Discovery:
         self._target = math.inf  # monotonic time at which to look again
         self._log = get_logger("discovery")
         self.claimed_total = 0
-        self.sleeping = asyncio.Event()  # set while it waits for due work (tests await it)
+        self.signals = signals or DiscoverySignals()
         self.report_progress = NOOP
         # Paused queues as last read (the claim checks pauses itself; this only picks the claim
         # that skips their backlog, and keeps them out of the sleep computation).
@@ -124,6 +126,8 @@ class Discovery:
         return claims.want - claims.took
 
     async def _claim_round(self) -> _Round:
+        if self._inflight.free == 0:
+            self.signals.waiting_for_slots.emit(None)
         free = await self._inflight.wait_free()
         want = min(free, self._batch_size())
         excluded = await self._excluded()
@@ -157,6 +161,7 @@ class Discovery:
             self._take(claimed)
             if self._limiter is not None:
                 self._plan = self._limiter.plan()  # what is blocked now, after this claim
+            self.signals.claimed.emit(len(claimed))
         return _Round(want, len(claimed), started)
 
     def _take(self, claimed: list[ClaimedTask]) -> None:
@@ -222,13 +227,10 @@ class Discovery:
         return contended
 
     async def _sleep_until_target(self) -> None:
-        self.sleeping.set()
-        try:
-            while True:
-                remaining = self._target - self._clock.monotonic()
-                if remaining <= 0:
-                    return
-                self._wake.clear()
-                await wait_event(self._wake, self._clock, remaining)
-        finally:
-            self.sleeping.clear()
+        while True:
+            remaining = self._target - self._clock.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            self.signals.slept.emit(remaining)
+            await wait_event(self._wake, self._clock, remaining)

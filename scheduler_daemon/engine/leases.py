@@ -10,6 +10,7 @@ from scheduler_daemon.alerts import AlertSink, ignore, task_failed, task_rescued
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import TaskStatus
 from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.signals import RescuerSignals
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
@@ -106,9 +107,11 @@ class Rescuer:
         batch_size: int = 500,
         metrics: Metrics | None = None,
         alerts: AlertSink | None = None,
+        signals: RescuerSignals | None = None,
     ) -> None:
         self._metrics = metrics
         self._alert = alerts or ignore
+        self.signals = signals or RescuerSignals()
         self._store = store
         self._clock = clock
         self._interval_s = interval_s
@@ -141,6 +144,7 @@ class Rescuer:
                     self._alert(task_failed(r.task_id, r.action, r.queue, r.attempt, error))
             total += len(rescued)
             if len(rescued) < self._batch_size:
+                self.signals.swept.emit(total)
                 return total
 
     async def run(self) -> None:

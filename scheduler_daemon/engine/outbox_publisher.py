@@ -19,6 +19,7 @@ from datetime import timedelta
 import asyncpg
 
 from scheduler_daemon.clock import Clock, wait_event
+from scheduler_daemon.engine.signals import PublisherSignals
 from scheduler_daemon.engine.wakeups import (
     MAX_BATCH,
     OutgoingWakeUp,
@@ -74,6 +75,7 @@ class Publisher:
         clock: Clock,
         poll_interval_s: Callable[[], float],
         metrics: Metrics | None = None,
+        signals: PublisherSignals | None = None,
     ) -> None:
         self._outbox = outbox
         self._queue = queue
@@ -86,7 +88,7 @@ class Publisher:
         self._log = get_logger("publisher")
         self._calls = asyncio.Semaphore(CONCURRENT_CALLS)
         self.published_total = 0
-        self.idle = asyncio.Event()  # set while the outbox is drained (tests await it)
+        self.signals = signals or PublisherSignals()
         self.report_progress = NOOP
 
     def notify(self, _delay_s: float | None = None) -> None:
@@ -105,7 +107,6 @@ class Publisher:
                     next_maintenance = self._clock.monotonic() + MAINTENANCE_INTERVAL_S
                 picked = await self.publish_once()
             except (PublishError, RemoteError, *DB_ERRORS) as exc:
-                self.idle.clear()
                 throttled = isinstance(exc, PublishError | RemoteError) and exc.throttled
                 backoff = min(max(backoff * 2, 1.0 if throttled else 0.2), 30.0)
                 self._log.warning(
@@ -119,9 +120,9 @@ class Publisher:
             backoff = 0.0
             if picked >= self._options().batch_size:
                 continue  # more waiting
-            self.idle.set()
-            await wait_event(self._wake, self._clock, self._poll_interval_s())
-            self.idle.clear()
+            wait = self._poll_interval_s()
+            self.signals.slept.emit(wait)
+            await wait_event(self._wake, self._clock, wait)
 
     async def publish_once(self) -> int:
         """One pass over the outbox; returns how many rows it picked. Raises PublishError
@@ -133,6 +134,7 @@ class Publisher:
             published, failures = await self._publish(batch.rows, options)
             await batch.mark(published)
         self._count(published)
+        self.signals.published.emit(len(batch.rows))
         if failures:
             raise PublishError(failures)
         return len(batch.rows)

@@ -34,6 +34,7 @@ from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
 from scheduler_daemon.engine.executor import admit
 from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import NO_LIMITS, QueueLimiter
+from scheduler_daemon.engine.signals import ConsumerSignals
 from scheduler_daemon.engine.wakeups import (
     MAX_BATCH,
     Delivery,
@@ -222,6 +223,7 @@ class Consumer:
         lease_s: Callable[[], float],
         metrics: Metrics | None = None,
         limiter: QueueLimiter | None = None,
+        signals: ConsumerSignals | None = None,
     ) -> None:
         self._limiter = limiter
         self._outbox = outbox
@@ -238,7 +240,7 @@ class Consumer:
         self._held: dict[str, WakeUp] = {}  # messages held in memory until run_at
         self._holds: set[asyncio.Task[None]] = set()
         self.claimed_total = 0
-        self.receiving = asyncio.Event()  # set once a receive call went out (tests await it)
+        self.signals = signals or ConsumerSignals()
         self.report_progress = NOOP
 
     async def run(self) -> None:
@@ -278,13 +280,15 @@ class Consumer:
                 raise
             finally:
                 self._inflight.unreserve(want - intake.kept)
+                self.signals.polled.emit(intake.kept)
 
     async def _receive(self, want: int) -> list[Delivery]:
         options = self._options()
-        self.receiving.set()
-        return await self._queue.receive(
+        received = await self._queue.receive(
             options.queue_url, want, options.wait_time_s, options.visibility_timeout_s
         )
+        self.signals.received.emit(len(received))
+        return received
 
     async def _hand_back(self, receipts: Collection[str]) -> None:
         """Messages this daemon will not handle after all: visible again at once."""

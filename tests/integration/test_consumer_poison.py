@@ -137,6 +137,7 @@ async def rig_for(
             metrics,
             limiter,
         )
+        backend.consumer.signals.arm()
         keeper = asyncio.create_task(backend.messages.run())
         try:
             yield Rig(backend, inflight, ready, metrics, aws)
@@ -161,19 +162,17 @@ async def stop(task: asyncio.Task[None]) -> None:
 
 
 async def first_receive_done(rig: Rig, consumer: asyncio.Task[None]) -> None:
-    """Wait until the consumer asks for messages a second time (one poller: its first receive
-    is then handled to the end); fail at once if the consumer died instead."""
-    receiving = rig.backend.consumer.receiving
-    await receiving.wait()
-    receiving.clear()
-    second = asyncio.ensure_future(receiving.wait())
+    """Wait until the consumer's (one) poller has handled its first receive to the end, its
+    reserved slots settled; fail at once if the consumer died instead."""
+    polled = asyncio.ensure_future(rig.backend.consumer.signals.polled.next())
     try:
-        done, _ = await asyncio.wait({second, consumer}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({polled, consumer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        second.cancel()
+        polled.cancel()
     if consumer in done:
         consumer.result()  # raises what killed it
         pytest.fail("the consumer stopped")
+    polled.result()  # no signal within the guard: fails the test
 
 
 async def create_due(store: PostgresStore, n: int, queue: str = "default") -> list[uuid.UUID]:

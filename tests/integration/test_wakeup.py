@@ -12,6 +12,7 @@ from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import ClaimedTask, NewTask
 from scheduler_daemon.engine.discovery import Discovery
 from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.signals import DiscoverySignals
 from scheduler_daemon.store.listener import LISTENER_APPLICATION_NAME, NotificationListener
 from scheduler_daemon.store.postgres import PostgresStore
 
@@ -139,6 +140,7 @@ async def test_discovery_wakes_on_insert_not_on_poll(
         batch_size=lambda: 10,
         poll_interval_s=lambda: 3600.0,  # only a notification can wake it in time
         lease_s=lambda: 30.0,
+        signals=DiscoverySignals().arm(),
     )
     listener = NotificationListener(database_url, discovery.notify, SystemClock())
     tasks = [asyncio.create_task(listener.run()), asyncio.create_task(discovery.run())]
@@ -146,7 +148,8 @@ async def test_discovery_wakes_on_insert_not_on_poll(
         async with asyncio.timeout(10):
             await listener.connected.wait()
             # Discovery found nothing and settled into its hour-long sleep.
-            await discovery.sleeping.wait()
+            assert await discovery.signals.claimed.next() == 0
+            assert await discovery.signals.slept.next() > 3000.0
         assert discovery.claimed_total == 0
         task, _ = await store.create_task(NewTask(action="noop", payload={}))
         async with asyncio.timeout(10):

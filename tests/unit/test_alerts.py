@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,10 +179,8 @@ def test_a_full_queue_drops_and_counts_without_raising() -> None:
     metrics = Metrics(version="t")
     settings = alerts_settings(queue_size=2)
     alerter = Alerter(lambda: settings, "me", FakeClock(), metrics=metrics)
-    started = time.perf_counter()
     for n in range(5):
         alerter.emit(failed(queue=f"q{n}", n=n))  # five keys: none deduplicated
-    assert time.perf_counter() - started < 0.5
     assert alerter.queue.qsize() == 2
     assert alerter.pending == 2
     assert alerter.counts[("task_failed", "dropped")] == 3

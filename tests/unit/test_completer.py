@@ -14,8 +14,9 @@ import pytest
 from scheduler_daemon.domain.models import AttemptResult, Outcome, TaskStatus
 from scheduler_daemon.engine.completer import UNEXPECTED_TRIES, Completer
 from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.signals import CompleterSignals
 from scheduler_daemon.engine.supervisor import Supervisor
-from tests.fakes import FakeClock, FakeEngineStore, claimed_task, settle
+from tests.fakes import FakeClock, FakeEngineStore, claimed_task
 
 POISON = {"poison": True}
 
@@ -71,14 +72,16 @@ async def test_a_batch_that_fails_with_any_error_is_written_on_a_later_try(
     store = FlakyStore(errors=[error])
     inflight = InFlight(10, clock)
     results: asyncio.Queue[AttemptResult] = asyncio.Queue()
-    completer = Completer(store, results, inflight, "me", clock)
+    completer = Completer(store, results, inflight, "me", clock, signals=CompleterSignals().arm())
     batch = _results(5, inflight)
     for r in batch:
         results.put_nowait(r)
     runner = asyncio.create_task(completer.run())
-    flushed = asyncio.ensure_future(completer.flush())
     try:
-        await _drive(clock, flushed)
+        await completer.signals.retrying.next()
+        assert clock.sleep_calls == [0.05]
+        await clock.advance(0.05)
+        assert await completer.signals.recorded.next() == [r.task_id for r in batch]
         assert not runner.done(), "the completer crashed instead of retrying"
     finally:
         runner.cancel()
@@ -123,14 +126,13 @@ async def test_a_restarted_completer_writes_what_its_predecessor_held() -> None:
     store = FlakyStore(errors=[OSError("connection refused")] * 3)
     inflight = InFlight(10, clock)
     results: asyncio.Queue[AttemptResult] = asyncio.Queue()
-    completer = Completer(store, results, inflight, "me", clock)
+    completer = Completer(store, results, inflight, "me", clock, signals=CompleterSignals().arm())
     batch = _results(4, inflight)
     for r in batch:
         results.put_nowait(r)
     async with Supervisor(clock) as supervisor:
         supervisor.start("completer", completer.run)
-        await asyncio.wait_for(store.failing.wait(), 5)
-        await settle()
+        assert "connection refused" in await completer.signals.retrying.next()
         assert completer.held == 4
         # Stopped while it holds the batch (a crash or a stop mid-retry), then started again.
         await supervisor.stop("completer")

@@ -15,7 +15,8 @@ import pytest
 from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.discovery import Discovery
 from scheduler_daemon.engine.inflight import InFlight
-from tests.fakes import ClaimCall, FakeClock, FakeEngineStore, claimed_task, settle
+from scheduler_daemon.engine.signals import DiscoverySignals
+from tests.fakes import ClaimCall, FakeClock, FakeEngineStore, claimed_task
 
 OWNER = "host/1/abc"
 LEASE_S = 30.0
@@ -41,7 +42,12 @@ class Rig:
             batch_size=lambda: self.batch_size,
             poll_interval_s=lambda: self.poll_s,
             lease_s=lambda: LEASE_S,
+            signals=DiscoverySignals().arm(),
         )
+
+    @property
+    def signals(self) -> DiscoverySignals:
+        return self.discovery.signals
 
     @property
     def claims(self) -> int:
@@ -100,9 +106,9 @@ async def test_claims_up_to_free_slots_then_waits_for_one() -> None:
     rig = make_rig(capacity=4, batch_size=3, due=10, next_due=0.0)
     expected = rig.store.due[:4]
     async with running(rig):
-        await rig.store.wait_for_claims(2)
-        await settle()
         # 3 (batch) then 1 (the last free slot); then nothing until a slot comes back.
+        assert [await rig.signals.claimed.next(), await rig.signals.claimed.next()] == [3, 1]
+        await rig.signals.waiting_for_slots.next()
         assert rig.limits == [3, 1]
         assert rig.inflight.in_use == 4
         assert rig.inflight.free == 0
@@ -114,8 +120,7 @@ async def test_claims_up_to_free_slots_then_waits_for_one() -> None:
 
         for task in expected[:2]:  # two attempts end
             rig.inflight.finish(task)
-        await rig.store.wait_for_claims(3)
-        await settle()
+        assert await rig.signals.claimed.next() == 2
         assert rig.limits == [3, 1, 2]
         assert rig.ready.qsize() == 2
         assert len(rig.inflight) == 6
@@ -152,16 +157,15 @@ async def test_no_claim_without_free_slots() -> None:
     busy = [claimed_task(), claimed_task()]
     rig.inflight.admit(busy)  # every slot taken
     async with running(rig):
-        await settle()
+        await rig.signals.waiting_for_slots.next()
         assert rig.claims == 0
         assert rig.clock.sleepers == 0  # waiting on the slots, not on the clock
-        assert not rig.discovery.sleeping.is_set()
         await rig.clock.advance(60.0)  # time alone does not help
         assert rig.claims == 0
+        assert rig.signals.slept.taken() == []
 
         rig.inflight.finish(busy[0])
-        await rig.store.wait_for_claims(1)
-        await settle()
+        assert await rig.signals.claimed.next() == 1
         assert rig.limits == [1]
         assert rig.ready.qsize() == 1
         assert rig.inflight.free == 0
@@ -171,11 +175,10 @@ async def test_growing_the_pool_lets_discovery_claim() -> None:
     rig = make_rig(capacity=1, due=5)
     rig.inflight.admit([claimed_task()])
     async with running(rig):
-        await settle()
+        await rig.signals.waiting_for_slots.next()
         assert rig.claims == 0
         rig.inflight.resize(4)
-        await rig.store.wait_for_claims(1)
-        await settle()
+        assert await rig.signals.claimed.next() == 3
         assert rig.limits == [3]
 
 
@@ -185,10 +188,10 @@ async def test_growing_the_pool_lets_discovery_claim() -> None:
 async def test_sleeps_until_next_due_task() -> None:
     rig = make_rig(next_due=3.0)
     async with running(rig):
+        assert await rig.signals.slept.next() == 3.0
         await rig.clock.wait_for_sleepers(1)
         assert rig.claims == 1
         assert rig.clock.deadlines == [3.0]
-        assert rig.discovery.sleeping.is_set()
 
         await rig.clock.advance(2.9)
         assert rig.claims == 1
@@ -266,11 +269,10 @@ async def test_notify_now_wakes_at_once(delay: float | None) -> None:
 async def test_notify_sooner_shortens_the_sleep() -> None:
     rig = make_rig(next_due=3.0)
     async with running(rig):
-        await rig.clock.wait_for_sleepers(1)
+        assert await rig.signals.slept.next() == 3.0
         rig.discovery.notify(1.0)
-        await settle()
+        assert await rig.signals.slept.next() == 1.0  # woken: the sleep is shorter now
         assert rig.claims == 1
-        assert rig.clock.deadlines == [1.0]
         await rig.clock.advance(0.9)
         assert rig.claims == 1
         await rig.clock.advance(0.1)
@@ -280,11 +282,10 @@ async def test_notify_sooner_shortens_the_sleep() -> None:
 async def test_notify_later_does_not_shorten_the_sleep() -> None:
     rig = make_rig(next_due=3.0)
     async with running(rig):
-        await rig.clock.wait_for_sleepers(1)
-        rig.discovery.notify(5.0)
-        await settle()
-        assert rig.clock.deadlines == [3.0]
+        assert await rig.signals.slept.next() == 3.0
+        rig.discovery.notify(5.0)  # later than it looks anyway: no need to wake it
         await rig.clock.advance(2.9)
+        assert rig.signals.slept.taken() == []  # it slept on
         assert rig.claims == 1
         await rig.clock.advance(0.1)
         assert rig.claims == 2
@@ -308,12 +309,12 @@ async def test_notify_during_a_claim_is_not_lost() -> None:
 async def test_several_notifications_keep_the_soonest() -> None:
     rig = make_rig(next_due=10.0, poll_s=30.0)
     async with running(rig):
-        await rig.clock.wait_for_sleepers(1)
+        assert await rig.signals.slept.next() == 10.0
         rig.discovery.notify(4.0)
         rig.discovery.notify(2.0)
         rig.discovery.notify(6.0)
-        await settle()
-        assert rig.clock.deadlines == [2.0]
+        assert await rig.signals.slept.next() == 2.0
+        assert rig.signals.slept.taken() == []
         await rig.clock.advance(2.0)
         assert rig.claims == 2
 
@@ -514,7 +515,7 @@ async def test_resume_during_a_pause_read_is_not_lost() -> None:
         rig.discovery.notify(None)
         store.hold = False
         store.resume_read.set()
-        await settle()
+        assert await rig.signals.claimed.until(lambda n: n > 0) == 2
         # The read that began before the resume is stale: the pauses are read again and the
         # resumed queue is claimed at once, not a poll interval later.
         assert [t.queue for t in rig.drain_ready()] == ["held", "held"]
@@ -553,7 +554,7 @@ async def test_an_outage_is_waited_out_with_back_off_then_due_tasks_are_claimed(
         assert clock.deadlines == [pytest.approx(0.1)]  # doubling while it lasts
         await clock.advance(0.1)
         await clock.advance(0.2)
-        await settle()
+        assert await rig.signals.claimed.until(lambda n: n > 0) == 2
         assert not task.done(), "discovery crashed on an unreachable database"
         assert rig.discovery.claimed_total == 2
         assert len(rig.drain_ready()) == 2

@@ -13,7 +13,7 @@ import pytest
 from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.leases import Heartbeat
-from tests.fakes import FakeClock, FakeEngineStore, claimed_task, settle
+from tests.fakes import FakeClock, FakeEngineStore, claimed_task
 
 OWNER = "host/1/abc"
 LEASE_S = 30.0
@@ -199,8 +199,8 @@ async def test_run_beats_every_interval(
         assert len(store.renew_calls) == 1
         await clock.advance(2 * INTERVAL_S)
         assert len(store.renew_calls) == 3
-        await settle()
-        assert clock.sleepers == 1
+        await clock.wait_for_sleepers(1)
+        assert clock.deadlines == [INTERVAL_S]  # the next beat, one interval on
 
 
 # --- Heartbeat with an abort handed to the loop later ----------------------------------------

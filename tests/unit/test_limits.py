@@ -13,8 +13,9 @@ from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.discovery import Discovery
 from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import NO_LIMITS, QueueLimiter, QueueRoom
+from scheduler_daemon.engine.signals import DiscoverySignals
 from scheduler_daemon.settings import QueueLimits
-from tests.fakes import FakeClock, FakeEngineStore, claimed_task, settle
+from tests.fakes import FakeClock, FakeEngineStore, claimed_task
 
 
 def limiter(limits: dict[str, QueueLimits]) -> tuple[QueueLimiter, FakeClock, InFlight]:
@@ -128,6 +129,7 @@ class Rig:
             poll_interval_s=lambda: 5.0,
             lease_s=lambda: 30.0,
             limiter=self.limiter,
+            signals=DiscoverySignals().arm(),
         )
 
     def add(self, queue: str, n: int) -> None:
@@ -176,15 +178,14 @@ async def test_queue_at_its_limit_is_left_out_until_a_task_of_it_finishes() -> N
     rig = Rig({"mail": QueueLimits(concurrency=1)})
     rig.add("mail", 3)
     async with running(rig):
-        await rig.clock.wait_for_sleepers(1)
+        signals = rig.discovery.signals
+        assert await signals.claimed.next() == 1
+        assert await signals.slept.next() == 5.0
         assert rig.taken() == ["mail"]
         # Not waited for: mail is blocked, so the sleep leaves it out.
         assert rig.store.next_due_excluded[-1] == ("mail",)
-        assert rig.clock.deadlines == [5.0]
-        calls = len(rig.store.claim_calls)
         rig.finish("mail")  # its task left the pool: discovery looks at once
-        await rig.store.wait_for_claims(calls + 1)
-        await settle()
+        assert await signals.claimed.next() == 1
         assert rig.taken() == ["mail"]
         assert len(rig.store.due) == 1
 
