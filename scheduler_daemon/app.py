@@ -12,7 +12,7 @@ import socket
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -29,15 +29,16 @@ from scheduler_daemon.clock import Clock, SystemClock
 from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
 from scheduler_daemon.engine.completer import Completer
 from scheduler_daemon.engine.discovery import Discovery
+from scheduler_daemon.engine.eventbridge import EventBridgeBackend, eventbridge_backend
 from scheduler_daemon.engine.executor import Executor
 from scheduler_daemon.engine.expander import Expander
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.lease_keeper import LeaseKeeper
-from scheduler_daemon.engine.leases import LeaseRegistry, Rescuer
+from scheduler_daemon.engine.leases import Rescuer
 from scheduler_daemon.engine.limits import QueueLimiter
 from scheduler_daemon.engine.presence import Presence
 from scheduler_daemon.engine.pruner import Pruner
 from scheduler_daemon.engine.retries import RetryPolicies
-from scheduler_daemon.engine.slots import Slots
 from scheduler_daemon.engine.supervisor import Supervisor
 from scheduler_daemon.engine.watchdog import LoopBlockDetector, Watchdog
 from scheduler_daemon.handlers import load_handlers
@@ -59,9 +60,6 @@ from scheduler_daemon.store.queues import PostgresQueueStore
 from scheduler_daemon.store.retention import PostgresRetentionStore
 from scheduler_daemon.store.schedules import PostgresScheduleStore
 from scheduler_daemon.store.workers import PostgresWorkerStore
-
-if TYPE_CHECKING:
-    from scheduler_daemon.aws.backend import EventBridgeBackend
 
 log = get_logger("daemon")
 
@@ -270,11 +268,12 @@ class Daemon:
         await actions.start(store.runnable)
         ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
         results: asyncio.Queue[AttemptResult] = asyncio.Queue()
-        slots = Slots(s.executor.concurrency)
-        registry = LeaseRegistry(clock)
+        # Claimed and not yet recorded: the slots, the per-queue counts and the held leases.
+        inflight = InFlight(s.executor.concurrency, clock)
         backoff = RetryPolicies(lambda: self.settings).backoff
         metrics = Metrics(now=clock.now)
-        metrics.track_slots(lambda: slots.in_use, lambda: slots.capacity)
+        # Busy: running attempts plus the slots the SQS pollers have reserved for a receive.
+        metrics.track_slots(lambda: inflight.in_use, lambda: inflight.capacity)
         metrics.track_pool(lambda: store.pool.get_size() - store.pool.get_idle_size())
         metrics.track_due(store.count_due)
         workers = PostgresWorkerStore(store.pool)
@@ -288,12 +287,11 @@ class Daemon:
             metrics=metrics,
         )
 
-        limiter = QueueLimiter(lambda: self.settings.queues, slots, clock)
+        limiter = QueueLimiter(lambda: self.settings.queues, inflight, clock)
         discovery = Discovery(
             store,
-            slots,
+            inflight,
             ready,
-            registry,
             self.owner,
             clock,
             batch_size=lambda: self.settings.discovery.batch_size,
@@ -315,8 +313,7 @@ class Daemon:
             actions,
             ready,
             results,
-            slots,
-            registry,
+            inflight,
             clock,
             backoff,
             handler_pool.transaction,
@@ -324,22 +321,22 @@ class Daemon:
         aws: EventBridgeBackend | None = None
         if s.scheduling.backend == "eventbridge":
             # The AWS stack (aiobotocore and its service models) loads only with this backend.
-            from scheduler_daemon.aws.backend import eventbridge_backend
+            from scheduler_daemon.aws.adapter import connect
 
             outbox = OutboxStore(store.pool, store.runnable)
             metrics.track_outbox(outbox.count_pending)
-            aws = await stack.enter_async_context(
-                eventbridge_backend(
-                    lambda: self.settings,
-                    outbox,
-                    slots,
-                    ready,
-                    registry,
-                    self.owner,
-                    clock,
-                    metrics,
-                    limiter,
-                )
+            wakeups = await stack.enter_async_context(connect(s.aws.region, s.aws.endpoint_url))
+            aws = eventbridge_backend(
+                lambda: self.settings,
+                wakeups.queue,
+                wakeups.schedules,
+                outbox,
+                inflight,
+                ready,
+                self.owner,
+                clock,
+                metrics,
+                limiter,
             )
         listener = NotificationListener(
             dsn,
@@ -350,7 +347,7 @@ class Daemon:
         completer = Completer(
             store,
             results,
-            registry,
+            inflight,
             self.owner,
             clock,
             metrics,
@@ -365,7 +362,7 @@ class Daemon:
         )
         keeper = LeaseKeeper(
             dsn,
-            registry,
+            inflight,
             self.owner,
             clock,
             lease_s=lambda: self.settings.executor.lease_s,
@@ -394,7 +391,9 @@ class Daemon:
         supervisor = Supervisor(clock)
         watchdog = Watchdog(clock, lambda: self.settings.watchdog, alerts=alerter.emit)
         metrics.event_loop_lag.set_function(lambda: watchdog.lag_s)
-        self._watch(watchdog, slots, results, discovery, expander, completer, keeper, rescuer, aws)
+        self._watch(
+            watchdog, inflight, results, discovery, expander, completer, keeper, rescuer, aws
+        )
         health = Health(
             store,
             listener.connected.is_set,
@@ -406,7 +405,7 @@ class Daemon:
             if new.log != old.log:
                 configure_logging(new.log)
             if new.executor.concurrency != old.executor.concurrency:
-                slots.resize(new.executor.concurrency)
+                inflight.resize(new.executor.concurrency)
                 executor.resize()
 
         self.reloader.subscribe(apply)
@@ -469,14 +468,14 @@ class Daemon:
                 await self._stop.wait()
 
                 health.draining = True
-                log.info("drain_started", in_flight=len(registry), grace_s=s.shutdown.grace_s)
+                log.info("drain_started", in_flight=len(inflight), grace_s=s.shutdown.grace_s)
                 await supervisor.stop("expander")
                 await supervisor.stop("discovery" if aws is None else "consumer")
                 try:
                     async with asyncio.timeout(s.shutdown.grace_s):
-                        await slots.wait_idle()
+                        await inflight.wait_idle()
                 except TimeoutError:
-                    log.warning("drain_grace_expired", still_running=slots.in_use)
+                    log.warning("drain_grace_expired", still_running=inflight.in_use)
                 await supervisor.stop("executor")
                 try:
                     async with asyncio.timeout(max(s.shutdown.grace_s, 5.0)):
@@ -484,7 +483,7 @@ class Daemon:
                 except TimeoutError:
                     log.error("drain_flush_expired", unrecorded=results.qsize())
                 await supervisor.stop("completer")
-                released = await self._release(store, registry)
+                released = await self._release(store, inflight)
                 # Nothing is held any more (or the release failed: the leases lapse, and
                 # another daemon's rescuer takes the tasks over).
                 await keeper.stop()
@@ -504,7 +503,7 @@ class Daemon:
     def _watch(
         self,
         watchdog: Watchdog,
-        slots: Slots,
+        inflight: InFlight,
         results: asyncio.Queue[AttemptResult],
         discovery: Discovery,
         expander: Expander,
@@ -516,7 +515,7 @@ class Daemon:
         """Each loop reports its progress to the watchdog; each may be quiet for its own
         interval, and the ones that wait for slots or results only while there are some."""
         cfg = self.reloader
-        has_slots = lambda: slots.free > 0  # noqa: E731
+        has_slots = lambda: inflight.free > 0  # noqa: E731
         if aws is None:
             discovery.report_progress = watchdog.reporter(
                 "discovery", lambda: cfg().discovery.poll_interval_s, busy=has_slots
@@ -539,9 +538,9 @@ class Daemon:
             "rescuer", lambda: max(cfg().executor.lease_s / 4, 0.5)
         )
 
-    async def _release(self, store: PostgresStore, registry: LeaseRegistry) -> list[uuid.UUID]:
+    async def _release(self, store: PostgresStore, inflight: InFlight) -> list[uuid.UUID]:
         """Tasks claimed but not finished go back to scheduled, the attempt not counted."""
-        held = registry.snapshot()
+        held = inflight.snapshot()
         if not held:
             return []
         try:
@@ -552,7 +551,7 @@ class Daemon:
             return []
         for task_id in released:
             log.info("task_released", task_id=str(task_id))
-            registry.discard(task_id)
+        inflight.release(released)
         return list(released)
 
 

@@ -1,8 +1,8 @@
 """In-memory fakes for unit tests: a clock the test drives by hand and an engine store.
 
 Nothing here sleeps in real time or does I/O: ``FakeClock.sleep`` suspends until the test calls
-``advance``, and tests wait for a component to reach a state through events (sleepers, claim
-calls) instead of polling.
+``advance``, and tests wait for a component to reach a state through events (its loop's
+signals, sleepers, claim calls) instead of polling or yielding turns of the loop.
 """
 
 from __future__ import annotations
@@ -19,15 +19,17 @@ from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
 from scheduler_daemon.store.base import Rescued
 
 _NS = 1_000_000_000
-# Generous: a woken task may need several loop turns (wake, cancel its helpers, claim, ...).
-_SETTLE_TURNS = 50
+# Turns of the event loop that ``FakeClock.advance`` gives the tasks it wakes before time
+# moves on. Generous: a woken task may need several (wake, cancel its helpers, claim, ...).
+# Tests never yield turns themselves: they await an event (a loop's signals, sleepers, claims).
+_ADVANCE_TURNS = 50
 # A safety net so a broken test fails fast instead of hanging; never part of an assertion.
 _GUARD_S = 5.0
 
 
-async def settle(turns: int = _SETTLE_TURNS) -> None:
-    """Let every ready task run until the loop is quiet (yields, no real sleep)."""
-    for _ in range(turns):
+async def _let_woken_run() -> None:
+    """Time passed on the fake clock: the tasks it woke run (yields, no real sleep)."""
+    for _ in range(_ADVANCE_TURNS):
         await asyncio.sleep(0)
 
 
@@ -105,6 +107,13 @@ class FakeClock:
                 self._changed.clear()
                 await self._changed.wait()
 
+    async def wait_for_no_sleepers(self) -> None:
+        """Resolve once nothing sleeps on this clock (the last sleeper woke or was cancelled)."""
+        async with asyncio.timeout(_GUARD_S):
+            while self._sleepers:
+                self._changed.clear()
+                await self._changed.wait()
+
     def jump(self, seconds: float) -> None:
         """Move time forward without waking anyone: a blocked or starved event loop."""
         self._now_ns += _to_ns(seconds)
@@ -117,7 +126,7 @@ class FakeClock:
         """
         if seconds < 0:
             raise ValueError("time does not go backwards")
-        await settle()  # let tasks that are about to sleep register first
+        await _let_woken_run()  # let tasks that are about to sleep register first
         target = self._now_ns + _to_ns(seconds)
         while True:
             due = [s for s in self._sleepers if s.deadline_ns <= target]
@@ -130,9 +139,9 @@ class FakeClock:
                     if not sleeper.future.done():
                         sleeper.future.set_result(None)
             self._changed.set()
-            await settle()
+            await _let_woken_run()
         self._now_ns = target
-        await settle()
+        await _let_woken_run()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ from scheduler_daemon.alerts import AlertSink, ignore, task_failed
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import AttemptResult, Outcome, TaskStatus
 from scheduler_daemon.engine.executor import storable_text
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.signals import CompleterSignals
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
@@ -39,23 +40,25 @@ class Completer:
         self,
         store: EngineStore,
         results: asyncio.Queue[AttemptResult],
-        registry: LeaseRegistry,
+        inflight: InFlight,
         owner: str,
         clock: Clock,
         metrics: Metrics | None = None,
         on_recorded: Callable[[list[uuid.UUID]], None] | None = None,
         alerts: AlertSink | None = None,
+        signals: CompleterSignals | None = None,
     ) -> None:
         self._metrics = metrics
         self._alert = alerts or ignore
         self._on_recorded = on_recorded
         self._store = store
         self._results = results
-        self._registry = registry
+        self._inflight = inflight
         self._owner = owner
         self._clock = clock
         self._log = get_logger("completer")
         self.recorded_total = 0
+        self.signals = signals or CompleterSignals()
         self.report_progress = NOOP
         self._held: list[AttemptResult] = []
 
@@ -103,6 +106,8 @@ class Completer:
             self._report(batch, applied)
         except Exception:  # the results are written: a report must not write them again
             self._log.exception("completion_report_failed", batch=len(batch))
+        if self.signals.recorded.armed:
+            self.signals.recorded.emit([r.task_id for r in batch])
 
     async def _one_by_one(self, batch: list[AttemptResult]) -> set[uuid.UUID]:
         """One result the database refuses (a value it cannot hold) must not hold up the
@@ -146,6 +151,7 @@ class Completer:
                     )
                     if unexpected >= UNEXPECTED_TRIES:
                         raise _Persistent(describe(exc)) from exc
+                self.signals.retrying.emit(describe(exc))
             await self._clock.sleep(backoff)
             backoff = min(backoff * 2, 2.0)
 
@@ -179,7 +185,7 @@ class Completer:
     def _report(self, batch: list[AttemptResult], applied: set[uuid.UUID]) -> None:
         if self._metrics is not None:
             self._metrics.finished(r for r in batch if r.task_id in applied)
-        self._registry.discard_many(r.task_id for r in batch)
+        self._inflight.release(r.task_id for r in batch)
         for result in batch:
             if result.task_id in applied and result.next_status is TaskStatus.COMPLETED:
                 continue  # the hot path: nothing worth a log line

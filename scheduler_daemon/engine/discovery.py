@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from scheduler_daemon.clock import Clock, wait_event
 from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.executor import admit
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import NO_LIMITS, ClaimPlan, QueueLimiter
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.signals import DiscoverySignals
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
@@ -49,9 +49,8 @@ class Discovery:
     def __init__(
         self,
         store: EngineStore,
-        slots: Slots,
+        inflight: InFlight,
         ready: asyncio.Queue[ClaimedTask],
-        registry: LeaseRegistry,
         owner: str,
         clock: Clock,
         batch_size: Callable[[], int],
@@ -59,13 +58,13 @@ class Discovery:
         lease_s: Callable[[], float],
         metrics: Metrics | None = None,
         limiter: QueueLimiter | None = None,
+        signals: DiscoverySignals | None = None,
     ) -> None:
         self._metrics = metrics
         self._limiter = limiter
         self._store = store
-        self._slots = slots
+        self._inflight = inflight
         self._ready = ready
-        self._registry = registry
         self._owner = owner
         self._clock = clock
         self._batch_size = batch_size
@@ -75,7 +74,7 @@ class Discovery:
         self._target = math.inf  # monotonic time at which to look again
         self._log = get_logger("discovery")
         self.claimed_total = 0
-        self.sleeping = asyncio.Event()  # set while it waits for due work (tests await it)
+        self.signals = signals or DiscoverySignals()
         self.report_progress = NOOP
         # Paused queues as last read (the claim checks pauses itself; this only picks the claim
         # that skips their backlog, and keeps them out of the sleep computation).
@@ -86,7 +85,7 @@ class Discovery:
         self._pauses_changed = 0
         self._plan: ClaimPlan = NO_LIMITS
         if limiter is not None:
-            slots.on_queue_freed = self._queue_freed
+            inflight.on_queue_freed = self._queue_freed
 
     def notify(self, delay_s: float | None) -> None:
         """A task is due in ``delay_s`` seconds (None: unknown, look now; queues may have been
@@ -127,7 +126,9 @@ class Discovery:
         return claims.want - claims.took
 
     async def _claim_round(self) -> _Round:
-        free = await self._slots.wait_free()
+        if self._inflight.free == 0:
+            self.signals.waiting_for_slots.emit(None)
+        free = await self._inflight.wait_free()
         want = min(free, self._batch_size())
         excluded = await self._excluded()
         started = self._clock.monotonic()
@@ -160,13 +161,13 @@ class Discovery:
             self._take(claimed)
             if self._limiter is not None:
                 self._plan = self._limiter.plan()  # what is blocked now, after this claim
+            self.signals.claimed.emit(len(claimed))
         return _Round(want, len(claimed), started)
 
     def _take(self, claimed: list[ClaimedTask]) -> None:
         if not claimed:
             return
-        self._slots.take(len(claimed))
-        admit(claimed, self._slots, self._registry, self._ready, self._log)
+        admit(claimed, self._inflight, self._ready, self._log)
         self.claimed_total += len(claimed)
         if self._metrics is not None:
             self._metrics.claimed(claimed)
@@ -226,13 +227,10 @@ class Discovery:
         return contended
 
     async def _sleep_until_target(self) -> None:
-        self.sleeping.set()
-        try:
-            while True:
-                remaining = self._target - self._clock.monotonic()
-                if remaining <= 0:
-                    return
-                self._wake.clear()
-                await wait_event(self._wake, self._clock, remaining)
-        finally:
-            self.sleeping.clear()
+        while True:
+            remaining = self._target - self._clock.monotonic()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            self.signals.slept.emit(remaining)
+            await wait_event(self._wake, self._clock, remaining)

@@ -21,8 +21,7 @@ from scheduler_daemon.actions.base import (
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.backoff import Backoff
 from scheduler_daemon.domain.models import AttemptResult, ClaimedTask, Outcome, TaskStatus
-from scheduler_daemon.engine.leases import Held, LeaseRegistry
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.inflight import Held, InFlight
 from scheduler_daemon.engine.watchdog import attempt_task_name
 from scheduler_daemon.logs import enabled, get_logger
 
@@ -63,17 +62,18 @@ def decide(
 
 def admit(
     claimed: Sequence[ClaimedTask],
-    slots: Slots,
-    registry: LeaseRegistry,
+    inflight: InFlight,
     ready: asyncio.Queue[ClaimedTask],
     log: Any,  # a structlog logger
+    *,
+    reserved: bool = False,
 ) -> None:
-    """Hand claimed tasks (their slots already taken) to the executor: counted in their queue,
-    their leases kept by the heartbeat, queued for a worker."""
-    registry.add_many(claimed)
+    """Hand claimed tasks to the executor: admitted to the in-flight ledger (a slot each, or
+    with ``reserved`` the slots reserved for them; counted in their queue; their leases kept
+    by the heartbeat), queued for a worker."""
+    inflight.admit(claimed, reserved=reserved)
     debug = enabled("debug")  # once per batch: a filtered-out call still costs a logger
     for task in claimed:
-        slots.enter(task.queue)
         ready.put_nowait(task)
         if debug:
             log.debug("task_claimed", task_id=str(task.id), attempt=task.attempt)
@@ -103,8 +103,7 @@ class Executor:
         actions: ActionRegistry,
         ready: asyncio.Queue[ClaimedTask],
         results: asyncio.Queue[AttemptResult],
-        slots: Slots,
-        registry: LeaseRegistry,
+        inflight: InFlight,
         clock: Clock,
         backoff: Callable[[ClaimedTask], Backoff],
         transaction: TransactionFactory,
@@ -113,8 +112,7 @@ class Executor:
         self._actions = actions
         self._ready = ready
         self._results = results
-        self._slots = slots
-        self._registry = registry
+        self._inflight = inflight
         self._clock = clock
         self._backoff = backoff
         self._log = get_logger("executor")
@@ -122,7 +120,7 @@ class Executor:
         self._workers = 0
 
     async def run(self) -> None:
-        """Run workers for every slot; the pool grows and shrinks with the slot capacity."""
+        """Run workers for every slot; the pool grows and shrinks with the ledger's capacity."""
         self._workers = 0
         try:
             async with asyncio.TaskGroup() as group:
@@ -132,12 +130,12 @@ class Executor:
             self._group = None
 
     def resize(self) -> None:
-        """Start workers up to the slot capacity at once; extra workers stop after their
+        """Start workers up to the ledger's capacity at once; extra workers stop after their
         current task (``executor.concurrency`` lowered by a reload)."""
         group = self._group
         if group is None:
             return
-        while self._workers < self._slots.capacity:
+        while self._workers < self._inflight.capacity:
             self._workers += 1
             group.create_task(self._worker())
 
@@ -147,7 +145,7 @@ class Executor:
 
     async def _worker(self) -> None:
         while True:
-            if self._workers > self._slots.capacity:
+            if self._workers > self._inflight.capacity:
                 self._workers -= 1
                 return
             task = await self._ready.get()
@@ -156,12 +154,12 @@ class Executor:
                 if result is not None:
                     self._results.put_nowait(result)
             finally:
-                self._slots.give(1, task.queue)
+                self._inflight.finish(task)
 
     async def _attempt(self, task: ClaimedTask) -> AttemptResult | None:
         """Run one attempt; None when the lease was lost meanwhile (nothing is recorded).
 
-        The attempt runs as a task of its own, so that a lost lease (``LeaseRegistry.abort``)
+        The attempt runs as a task of its own, so that a lost lease (``InFlight.abort``)
         or the timeout can cancel it without cancelling this worker. The timeout is a timer
         on the loop that cancels the attempt's task, not an ``asyncio.timeout`` block: the same
         effect for the handler (a ``CancelledError`` where it waits), at a third of the cost.
@@ -170,7 +168,7 @@ class Executor:
         running = asyncio.create_task(
             self._execute(task), name=attempt_task_name(task.id, task.attempt, task.action)
         )
-        held = self._registry.attach(task.id, running)
+        held = self._inflight.attach(task.id, running)
         if held is None:  # aborted before it started
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -201,7 +199,7 @@ class Executor:
             duration_ms = (self._clock.monotonic() - started) * 1000.0
         finally:
             timer.cancel()
-            self._registry.detach(task.id)
+            self._inflight.detach(task.id)
         if outcome is Outcome.SUCCEEDED:  # no retry to plan
             next_status, retry_in = TaskStatus.COMPLETED, None
         else:

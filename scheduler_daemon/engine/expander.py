@@ -13,6 +13,7 @@ from scheduler_daemon.alerts import AlertSink, ignore, schedule_misfired
 from scheduler_daemon.clock import Clock, wait_event
 from scheduler_daemon.domain.recurrence import EvaluationLimit
 from scheduler_daemon.domain.schedules import Expansion, Schedule, plan_expansion
+from scheduler_daemon.engine.signals import ExpanderSignals
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.store.base import ExpansionStore
@@ -33,6 +34,7 @@ class Expander:
         poll_interval_s: Callable[[], float],
         rng: random.Random | None = None,
         alerts: AlertSink | None = None,
+        signals: ExpanderSignals | None = None,
     ) -> None:
         self._store = store
         self._alert = alerts or ignore
@@ -46,8 +48,9 @@ class Expander:
         self.passes = 0
         self.statements = 0
         self.created = 0
-        self.idle = asyncio.Event()
-        self.report_progress = NOOP  # set while it waits (tests await it)
+        self.idle = asyncio.Event()  # set while it waits
+        self.signals = signals or ExpanderSignals()
+        self.report_progress = NOOP
 
     def notify(self) -> None:
         """A schedule was created or changed: look now."""
@@ -97,6 +100,7 @@ class Expander:
                     self._misfired(expansion, planned.get(expansion.schedule_id))
             if len(result.expansions) < batch:
                 self.created += created
+                self.signals.expanded.emit(created)
                 return created
 
     def _misfired(self, expansion: Expansion, schedule: Schedule | None) -> None:
@@ -126,6 +130,7 @@ class Expander:
             else:
                 wait = min(delay, poll)
             self.idle.set()
+            self.signals.slept.emit(wait)
             try:
                 await wait_event(self._wake, self._clock, wait)
             finally:

@@ -8,11 +8,12 @@ attempts "lost" to a handler they had nothing to do with.
 
 So the heartbeat runs here, on a thread with its own event loop and its own database
 connection (asyncpg objects belong to the loop that made them, so the main pool cannot be
-used). It reads the shared ``LeaseRegistry`` (safe from any thread), and hands whatever must
-happen on the main loop back to it with ``call_soon_threadsafe``: aborting an attempt whose
-lease was lost, and the progress report to the watchdog. The thread never dies of an error:
-a database error closes the connection and the next renewal opens a new one, soon (with a
-back-off up to the heartbeat interval). ``stop`` ends the thread and joins it.
+used). It reads the held leases of the shared ``InFlight`` ledger (safe from any thread), and
+hands whatever must happen on the main loop back to it with ``call_soon_threadsafe``: aborting
+an attempt whose lease was lost, and the progress report to the watchdog. The thread never
+dies of an error: a database error closes the connection and the next renewal opens a new
+one, soon (with a back-off up to the heartbeat interval). ``stop`` ends the thread and joins
+it.
 
 Other watchers that must not depend on the main loop (``LoopBlockDetector``) run on the
 keeper's loop too (``also_run``).
@@ -30,7 +31,8 @@ from typing import Any
 import asyncpg
 
 from scheduler_daemon.clock import Clock
-from scheduler_daemon.engine.leases import Heartbeat, LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.leases import Heartbeat
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.store import queries
@@ -132,7 +134,7 @@ class LeaseKeeper:
     def __init__(
         self,
         dsn: str,
-        registry: LeaseRegistry,
+        inflight: InFlight,
         owner: str,
         clock: Clock,
         lease_s: Callable[[], float],
@@ -140,7 +142,7 @@ class LeaseKeeper:
         also_run: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         at_stop: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     ) -> None:
-        self._registry = registry
+        self._inflight = inflight
         self._clock = clock
         self._interval_s = interval_s
         self._also_run = list(also_run)
@@ -148,7 +150,7 @@ class LeaseKeeper:
         self._connection = _Connection(dsn, interval_s)
         self._heartbeat = Heartbeat(
             self._connection,
-            registry,
+            inflight,
             owner,
             clock,
             lease_s=lease_s,
@@ -301,13 +303,13 @@ class LeaseKeeper:
             "lease_renewal_failed",
             error=self.last_error,
             retry_in_s=min(retry_s, self._interval_s()),
-            held=len(self._registry),
+            held=len(self._inflight),
             exc_info=exc_info,
         )
 
     def _abort(self, task_id: uuid.UUID, attempt: int) -> None:
         """A lost lease: abort the attempt on the main loop (it cancels an asyncio task)."""
-        self._post(self._registry.abort, task_id, attempt)
+        self._post(self._inflight.abort, task_id, attempt)
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
         main = self._main

@@ -1,113 +1,20 @@
-"""Leases: the registry of tasks this daemon holds, the heartbeat and the rescuer."""
+"""Leases: the heartbeat that renews what the in-flight ledger holds, and the rescuer."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from scheduler_daemon.alerts import AlertSink, ignore, task_failed, task_rescued
 from scheduler_daemon.clock import Clock
-from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
+from scheduler_daemon.domain.models import TaskStatus
+from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.signals import RescuerSignals
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.base import EngineStore
-
-
-@dataclass(slots=True)
-class Held:
-    task: ClaimedTask
-    since: float  # monotonic time of the claim
-    running: asyncio.Future[Any] | None = None
-    lost: bool = False  # the lease is gone (abort)
-    timed_out: bool = False  # the attempt ran past its timeout (the executor's timer)
-
-
-class LeaseRegistry:
-    """Every task this daemon claimed and has not yet recorded: renewed, released, aborted.
-
-    It is changed on the event loop only, but the lease keeper reads it (``snapshot``,
-    ``overdue``, ``__len__``) from a thread of its own, so that leases are renewed even while
-    a handler holds the loop. Every access takes a lock, held for the dict operation alone and
-    never across an await, so the loop never waits for the keeper longer than a copy takes.
-    """
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._held: dict[uuid.UUID, Held] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._held)
-
-    def __contains__(self, task_id: object) -> bool:
-        with self._lock:
-            return task_id in self._held
-
-    def add(self, task: ClaimedTask) -> None:
-        self.add_many((task,))
-
-    def add_many(self, tasks: Sequence[ClaimedTask]) -> None:
-        """Hold a claim's tasks (one lock for the batch)."""
-        since = self._clock.monotonic()
-        with self._lock:
-            for task in tasks:
-                self._held[task.id] = Held(task, since)
-
-    def attach(self, task_id: uuid.UUID, running: asyncio.Future[Any]) -> Held | None:
-        with self._lock:
-            held = self._held.get(task_id)
-            if held is not None:
-                held.running = running
-            return held
-
-    def detach(self, task_id: uuid.UUID) -> None:
-        with self._lock:
-            held = self._held.get(task_id)
-            if held is not None:
-                held.running = None
-
-    def discard(self, task_id: uuid.UUID) -> None:
-        self.discard_many((task_id,))
-
-    def discard_many(self, task_ids: Iterable[uuid.UUID]) -> None:
-        with self._lock:
-            for task_id in task_ids:
-                self._held.pop(task_id, None)
-
-    def snapshot(self) -> list[tuple[uuid.UUID, int]]:
-        """(task id, attempt) of every held task, in claim order; safe from any thread."""
-        with self._lock:
-            return [(h.task.id, h.task.attempt) for h in self._held.values()]
-
-    def overdue(self, grace_s: float) -> list[uuid.UUID]:
-        """Held far past their own timeout: something is stuck; stop renewing those."""
-        now = self._clock.monotonic()
-        with self._lock:
-            held = list(self._held.values())
-        return [h.task.id for h in held if now - h.since > h.task.timeout_s + grace_s]
-
-    def abort(self, task_id: uuid.UUID, attempt: int | None = None) -> None:
-        """The lease is gone: stop the attempt and forget it; nothing gets recorded.
-
-        With ``attempt``, only that attempt is aborted: a lease found lost by the keeper's
-        thread is aborted a moment later on the loop, and by then the task may be held for a
-        newer attempt. Call it on the event loop (it cancels the attempt's asyncio task).
-        """
-        with self._lock:
-            held = self._held.get(task_id)
-            if held is None or (attempt is not None and held.task.attempt != attempt):
-                return
-            del self._held[task_id]
-            held.lost = True
-            running = held.running
-        if running is not None:
-            running.cancel()
 
 
 class LeaseStore(Protocol):
@@ -119,23 +26,23 @@ class LeaseStore(Protocol):
 
 
 AbortLease = Callable[[uuid.UUID, int], None]
-"""Aborts one attempt whose lease is gone (``LeaseRegistry.abort``, or a hand-over of it to
-the event loop when the heartbeat runs on another thread)."""
+"""Aborts one attempt whose lease is gone (``InFlight.abort``, or a hand-over of it to the
+event loop when the heartbeat runs on another thread)."""
 
 
 class Heartbeat:
     """Renews every held lease in one statement; aborts attempts whose lease was lost.
 
-    ``abort`` defaults to the registry's own; the lease keeper, which runs the heartbeat on
-    its own thread, passes one that hands the abort to the event loop. Until the loop has
-    done it the registry still lists the attempt, so the heartbeat remembers what it asked to
-    abort and neither renews it again nor reports it twice.
+    ``abort`` defaults to the ledger's own; the lease keeper, which runs the heartbeat on its
+    own thread, passes one that hands the abort to the event loop. Until the loop has done it
+    the ledger still holds the attempt, so the heartbeat remembers what it asked to abort and
+    neither renews it again nor reports it twice.
     """
 
     def __init__(
         self,
         store: LeaseStore,
-        registry: LeaseRegistry,
+        inflight: InFlight,
         owner: str,
         clock: Clock,
         lease_s: Callable[[], float],
@@ -143,13 +50,13 @@ class Heartbeat:
         abort: AbortLease | None = None,
     ) -> None:
         self._store = store
-        self._registry = registry
+        self._inflight = inflight
         self._owner = owner
         self._clock = clock
         self._lease_s = lease_s
         self._interval_s = interval_s
-        self._abort = abort or registry.abort
-        # (task, attempt) pairs whose abort was asked for and that the registry still holds.
+        self._abort = abort or inflight.abort
+        # (task, attempt) pairs whose abort was asked for and that the ledger still holds.
         self._aborting: set[tuple[uuid.UUID, int]] = set()
         self._log = get_logger("heartbeat")
         self.report_progress = NOOP
@@ -157,9 +64,9 @@ class Heartbeat:
     async def beat(self) -> set[uuid.UUID]:
         """Renew once; return the ids whose lease turned out to be lost."""
         lease_s = self._lease_s()
-        held = self._registry.snapshot()
-        self._aborting &= set(held)  # the registry let go of those: forget them
-        overdue = set(self._registry.overdue(grace_s=lease_s))
+        held = self._inflight.snapshot()
+        self._aborting &= set(held)  # the ledger let go of those: forget them
+        overdue = set(self._inflight.overdue(grace_s=lease_s))
         for task_id, attempt in held:
             if task_id in overdue and (task_id, attempt) not in self._aborting:
                 # The executor's timeout should have ended it long ago: let the lease lapse so
@@ -172,7 +79,7 @@ class Heartbeat:
         kept = await self._store.renew_leases(self._owner, held, lease_s)
         # Compare (task, attempt) pairs: an attempt recorded while the renewal ran is not lost,
         # and neither is a newer attempt of the same task claimed meanwhile.
-        lost = (set(held) - kept) & set(self._registry.snapshot())
+        lost = (set(held) - kept) & set(self._inflight.snapshot())
         for task_id, attempt in lost:
             self._log.warning("lease_lost", task_id=str(task_id), attempt=attempt)
             self._abort_one(task_id, attempt)
@@ -200,9 +107,11 @@ class Rescuer:
         batch_size: int = 500,
         metrics: Metrics | None = None,
         alerts: AlertSink | None = None,
+        signals: RescuerSignals | None = None,
     ) -> None:
         self._metrics = metrics
         self._alert = alerts or ignore
+        self.signals = signals or RescuerSignals()
         self._store = store
         self._clock = clock
         self._interval_s = interval_s
@@ -235,6 +144,7 @@ class Rescuer:
                     self._alert(task_failed(r.task_id, r.action, r.queue, r.attempt, error))
             total += len(rescued)
             if len(rescued) < self._batch_size:
+                self.signals.swept.emit(total)
                 return total
 
     async def run(self) -> None:

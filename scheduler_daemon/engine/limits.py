@@ -1,7 +1,7 @@
 """Queue limits of this daemon: how many tasks of each limited queue a claim may take now.
 
 ``[queues.<name>]`` may set a per-daemon ``concurrency`` (compared with the tasks of that queue
-in this daemon's pool, counted by ``Slots``), a ``global_concurrency`` (enforced by the claim
+in this daemon's pool, counted by ``InFlight``), a ``global_concurrency`` (enforced by the claim
 itself, in PostgreSQL) and a token bucket (``rate_per_s`` refilling up to ``burst``). Limits are
 read on every plan, so a SIGHUP reload applies at the next claim.
 
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from scheduler_daemon.clock import Clock
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.settings import QueueLimits
 
 
@@ -61,10 +61,10 @@ class _Bucket:
 
 class QueueLimiter:
     def __init__(
-        self, limits: Callable[[], Mapping[str, QueueLimits]], slots: Slots, clock: Clock
+        self, limits: Callable[[], Mapping[str, QueueLimits]], inflight: InFlight, clock: Clock
     ) -> None:
         self._limits = limits
-        self._slots = slots
+        self._inflight = inflight
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
@@ -82,7 +82,7 @@ class QueueLimiter:
                 continue
             room: int | None = None
             if limits.concurrency is not None:
-                room = max(limits.concurrency - self._slots.running_in(queue), 0)
+                room = max(limits.concurrency - self._inflight.running_in(queue), 0)
             if limits.rate_per_s is not None:
                 tokens = self._refill(queue, limits, now)
                 whole = math.floor(tokens)

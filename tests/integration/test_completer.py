@@ -8,18 +8,18 @@ from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import AttemptResult, NewTask, Outcome, TaskStatus
 from scheduler_daemon.engine.completer import Completer
 from scheduler_daemon.engine.executor import storable_text
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.store.postgres import PostgresStore
 
 
 async def test_unstorable_result_does_not_hold_up_the_batch(store: PostgresStore) -> None:
     await store.create_tasks([NewTask(action="noop", payload={}) for _ in range(3)])
     claimed = await store.claim("me", 3, 30.0)
-    registry = LeaseRegistry(SystemClock())
+    inflight = InFlight(10, SystemClock())
     for task in claimed:
-        registry.add(task)
+        inflight.admit([task])
     results: asyncio.Queue[AttemptResult] = asyncio.Queue()
-    completer = Completer(store, results, registry, "me", SystemClock())
+    completer = Completer(store, results, inflight, "me", SystemClock())
     good, bad, nul = claimed
     results.put_nowait(AttemptResult(good.id, 1, Outcome.SUCCEEDED, TaskStatus.COMPLETED))
     # NaN is no JSON PostgreSQL accepts; a NUL character no text it stores.
@@ -37,7 +37,7 @@ async def test_unstorable_result_does_not_hold_up_the_batch(store: PostgresStore
             await completer.flush()
     finally:
         runner.cancel()
-    assert len(registry) == 0
+    assert len(inflight) == 0
 
     done = await store.get_task(good.id)
     assert done is not None

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import asyncio
 
+from scheduler_daemon.aws.adapter import SqsWakeUpQueue
 from scheduler_daemon.aws.clients import sqs_client
-from scheduler_daemon.aws.consumer import Consumer, ConsumerOptions, Messages, WakeUp, parse_body
-from scheduler_daemon.aws.publisher import message_body
+from scheduler_daemon.aws.codec import delivery, message_body
 from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import ClaimedTask, NewTask
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import QueueLimiter
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.sqs_consumer import Consumer, ConsumerOptions, Messages
+from scheduler_daemon.engine.wakeups import WakeUp
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import QueueLimits
 from scheduler_daemon.store.outbox import OutboxStore
@@ -32,8 +33,7 @@ async def test_paused_and_limited_wakeups_are_deferred(
     paused_id, *api_ids = [task.id for task, _ in created]
     await queues.pause("held", "ops")
     clock = SystemClock()
-    slots = Slots(10)
-    registry = LeaseRegistry(clock)
+    inflight = InFlight(10, clock)
     ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
     metrics = Metrics()
     limits = {"api": QueueLimits(concurrency=1)}
@@ -41,17 +41,16 @@ async def test_paused_and_limited_wakeups_are_deferred(
     async with sqs_client(REGION, aws.endpoint_url) as sqs:
         consumer = Consumer(
             OutboxStore(store.pool),
-            sqs,
-            Messages(sqs, registry, clock, lambda: options),
-            slots,
+            SqsWakeUpQueue(sqs),
+            Messages(SqsWakeUpQueue(sqs), inflight, clock, lambda: options),
+            inflight,
             ready,
-            registry,
             "daemon-1",
             clock,
             lambda: options,
             lease_s=lambda: 30.0,
             metrics=metrics,
-            limiter=QueueLimiter(lambda: limits, slots, clock),
+            limiter=QueueLimiter(lambda: limits, inflight, clock),
         )
         for task_id in [paused_id, *api_ids]:
             await sqs.send_message(QueueUrl=aws.queue_url, MessageBody=message_body(task_id, 1))
@@ -61,17 +60,18 @@ async def test_paused_and_limited_wakeups_are_deferred(
                 QueueUrl=aws.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
             )
             for m in answer.get("Messages", []):
-                task_id, series = parse_body(m["Body"])
-                received.append(WakeUp(m["ReceiptHandle"], task_id, series))
-        slots.take(4)
+                wakeup = delivery(m)
+                assert isinstance(wakeup, WakeUp)
+                received.append(wakeup)
+        inflight.reserve(4)  # as a poller does before its receive
         kept = await consumer.dispatch(received)
-        slots.give(4 - kept)
+        inflight.unreserve(4 - kept)
         # One api task runs (its limit is 1); the other two and the paused one wait.
         assert kept == 1
         assert ready.qsize() == 1
         (started,) = [ready.get_nowait()]
         assert started.id in api_ids
-        assert slots.running_in("api") == 1
+        assert inflight.running_in("api") == 1
         deferred = metrics.sqs_messages.labels("deferred")._value.get()
         assert deferred == 3
         # Deferred messages are invisible for a while, not deleted, not run.

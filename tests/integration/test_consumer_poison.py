@@ -13,21 +13,22 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from scheduler_daemon.aws.backend import EventBridgeBackend, eventbridge_backend
+from scheduler_daemon.aws.adapter import SqsWakeUpQueue, connect
 from scheduler_daemon.aws.clients import sqs_client
-from scheduler_daemon.aws.consumer import ConsumerOptions, Messages
-from scheduler_daemon.aws.publisher import message_body
+from scheduler_daemon.aws.codec import delivery, message_body
 from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import ClaimedTask, NewTask
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.eventbridge import EventBridgeBackend, eventbridge_backend
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import QueueLimiter
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.sqs_consumer import ConsumerOptions, Messages
+from scheduler_daemon.engine.wakeups import Delivery
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import QueueLimits, Settings
 from scheduler_daemon.store.outbox import OutboxStore
@@ -35,9 +36,6 @@ from scheduler_daemon.store.postgres import PostgresStore, create_pool
 from tests.aws import REGION, ROLE_ARN, AwsResources, outage_proxy, queue_depth
 from tests.fakes import FakeClock, claimed_task
 from tests.integration.serve import eventually
-
-if TYPE_CHECKING:
-    from types_aiobotocore_sqs.type_defs import MessageTypeDef
 
 VISIBILITY_S = 30  # far past each test: a message seen again early was made visible on purpose
 SECRET = "poison-marker-7f3a"  # in the poison bodies: it must never reach a log line
@@ -64,9 +62,8 @@ SHAPE_POISON: dict[str, Poison] = {
 @dataclass
 class Rig:
     backend: EventBridgeBackend
-    slots: Slots
+    inflight: InFlight
     ready: asyncio.Queue[ClaimedTask]
-    registry: LeaseRegistry
     metrics: Metrics
     aws: AwsResources
 
@@ -83,9 +80,9 @@ class Rig:
                 answer = await sqs.send_message_batch(QueueUrl=self.aws.queue_url, Entries=entries)
                 assert not answer.get("Failed"), answer
 
-    async def receive(self, count: int) -> list[MessageTypeDef]:
+    async def receive(self, count: int) -> list[Delivery]:
         """Exactly ``count`` messages, as the consumer's receive call would get them."""
-        received: list[MessageTypeDef] = []
+        received: list[Delivery] = []
         async with sqs_client(REGION, self.aws.endpoint_url) as sqs:
             while len(received) < count:
                 answer = await sqs.receive_message(
@@ -94,7 +91,7 @@ class Rig:
                     WaitTimeSeconds=1,
                     VisibilityTimeout=VISIBILITY_S,
                 )
-                received.extend(answer.get("Messages", []))
+                received.extend(delivery(m) for m in answer.get("Messages", []))
         return received
 
     def started(self) -> list[uuid.UUID]:
@@ -122,18 +119,28 @@ async def rig_for(
     limits: dict[str, QueueLimits] | None = None,
 ) -> AsyncIterator[Rig]:
     clock = SystemClock()
-    slots = Slots(10)
-    registry = LeaseRegistry(clock)
+    inflight = InFlight(10, clock)
     ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
     metrics = Metrics()
     settings = settings_for(aws)
-    limiter = QueueLimiter(lambda: limits or {}, slots, clock)
-    async with eventbridge_backend(
-        lambda: settings, outbox, slots, ready, registry, "daemon-1", clock, metrics, limiter
-    ) as backend:
+    limiter = QueueLimiter(lambda: limits or {}, inflight, clock)
+    async with connect(REGION, aws.endpoint_url) as wakeups:
+        backend = eventbridge_backend(
+            lambda: settings,
+            wakeups.queue,
+            wakeups.schedules,
+            outbox,
+            inflight,
+            ready,
+            "daemon-1",
+            clock,
+            metrics,
+            limiter,
+        )
+        backend.consumer.signals.arm()
         keeper = asyncio.create_task(backend.messages.run())
         try:
-            yield Rig(backend, slots, ready, registry, metrics, aws)
+            yield Rig(backend, inflight, ready, metrics, aws)
         finally:
             await stop(keeper)
 
@@ -155,19 +162,17 @@ async def stop(task: asyncio.Task[None]) -> None:
 
 
 async def first_receive_done(rig: Rig, consumer: asyncio.Task[None]) -> None:
-    """Wait until the consumer asks for messages a second time (one poller: its first receive
-    is then handled to the end); fail at once if the consumer died instead."""
-    receiving = rig.backend.consumer.receiving
-    await receiving.wait()
-    receiving.clear()
-    second = asyncio.ensure_future(receiving.wait())
+    """Wait until the consumer's (one) poller has handled its first receive to the end, its
+    reserved slots settled; fail at once if the consumer died instead."""
+    polled = asyncio.ensure_future(rig.backend.consumer.signals.polled.next())
     try:
-        done, _ = await asyncio.wait({second, consumer}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({polled, consumer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        second.cancel()
+        polled.cancel()
     if consumer in done:
         consumer.result()  # raises what killed it
         pytest.fail("the consumer stopped")
+    polled.result()  # no signal within the guard: fails the test
 
 
 async def create_due(store: PostgresStore, n: int, queue: str = "default") -> list[uuid.UUID]:
@@ -203,10 +208,10 @@ async def test_poison_in_a_receive_is_deleted_and_the_good_messages_are_claimed(
     async with rig_for(aws, OutboxStore(store.pool)) as rig:
         await rig.send(bodies)
         received = await rig.receive(10)
-        rig.slots.take(10)
+        rig.inflight.reserve(10)  # as a poller does before its receive
         with capture_logs() as logs:
             kept = await rig.backend.consumer.handle(received)
-        rig.slots.give(10 - kept)
+        rig.inflight.unreserve(10 - kept)
         # Every good message of the receive started its task; the poison started nothing.
         assert kept == len(good)
         assert sorted(rig.started()) == sorted(good)
@@ -238,7 +243,7 @@ async def test_the_running_consumer_claims_the_good_messages_of_a_poisoned_recei
         # All in the first receive: none of the good ones waited for a visibility timeout.
         assert sorted(rig.started()) == sorted(good)
         assert rig.count("malformed") == len(poison)
-        assert rig.slots.in_use == len(good) == len(rig.registry)
+        assert rig.inflight.in_use == len(good) == len(rig.inflight)
         assert_logged_without_bodies(logs, len(poison))
         await rig.backend.messages.flush()
         assert await queue_depth(aws) == (0, len(good))
@@ -290,8 +295,8 @@ async def test_a_database_error_mid_receive_keeps_the_slots_of_tasks_it_started(
             assert "LockNotAvailable" in failed[0]["error"]
             # The task that started keeps its slot; only the other reserved ones went back.
             assert rig.started() == [free]
-            assert len(rig.registry) == 1
-            assert rig.slots.in_use == 1
+            assert len(rig.inflight) == 1
+            assert rig.inflight.in_use == 1
     finally:
         await pool.close()
 
@@ -320,7 +325,7 @@ async def test_a_stop_mid_receive_gives_back_the_unsettled_messages_at_once(
         bodies = [json.loads(m["Body"]) for m in answer.get("Messages", [])]
         assert bodies == [{"task_id": str(limited), "series": 1}]
         assert (await statuses(store, [limited]))[limited] == "scheduled"
-        assert rig.slots.in_use == 1 == len(rig.registry)
+        assert rig.inflight.in_use == 1 == len(rig.inflight)
 
 
 async def one_message(aws: AwsResources) -> str:
@@ -341,7 +346,7 @@ async def test_spent_messages_outlive_a_crash_of_the_keeper(aws: AwsResources) -
     async with outage_proxy(aws.endpoint_url) as proxy:
         await proxy.down()
         async with sqs_client(REGION, proxy.endpoint_url) as sqs:
-            messages = Messages(sqs, LeaseRegistry(clock), clock, lambda: options)
+            messages = Messages(SqsWakeUpQueue(sqs), InFlight(10, clock), clock, lambda: options)
             messages.discard(receipt)
             with capture_logs() as logs:
                 keeper = asyncio.create_task(messages.run())
@@ -367,11 +372,11 @@ async def test_a_restarted_keeper_extends_running_tasks_messages_first(aws: AwsR
     receipt = await one_message(aws)
     clock = FakeClock()
     task = claimed_task()
-    registry = LeaseRegistry(clock)
-    registry.add(task)
+    inflight = InFlight(10, clock)
+    inflight.admit([task])
     options = ConsumerOptions(queue_url=aws.queue_url, visibility_timeout_s=VISIBILITY_S)
     async with sqs_client(REGION, aws.endpoint_url) as sqs:
-        messages = Messages(sqs, registry, clock, lambda: options)
+        messages = Messages(SqsWakeUpQueue(sqs), inflight, clock, lambda: options)
         messages.track(task.id, receipt)
         keeper = asyncio.create_task(messages.run())
         await clock.wait_for_sleepers(1)  # waiting a third of the timeout to extend

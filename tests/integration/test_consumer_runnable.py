@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 
+from scheduler_daemon.aws.adapter import SqsWakeUpQueue
 from scheduler_daemon.aws.clients import sqs_client
-from scheduler_daemon.aws.consumer import Consumer, ConsumerOptions, Messages, WakeUp, parse_body
-from scheduler_daemon.aws.publisher import message_body
+from scheduler_daemon.aws.codec import delivery, message_body
 from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import ClaimedTask, NewTask, TaskStatus
-from scheduler_daemon.engine.leases import LeaseRegistry
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.sqs_consumer import Consumer, ConsumerOptions, Messages
+from scheduler_daemon.engine.wakeups import WakeUp
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.outbox import OutboxStore
 from scheduler_daemon.store.postgres import PostgresStore
@@ -27,19 +28,17 @@ async def test_a_wakeup_of_an_action_this_daemon_does_not_run_is_deferred(
     )
     runnable_id, other_id = [task.id for task, _ in created]
     clock = SystemClock()
-    slots = Slots(10)
-    registry = LeaseRegistry(clock)
+    inflight = InFlight(10, clock)
     ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
     metrics = Metrics()
     options = ConsumerOptions(queue_url=aws.queue_url, wait_time_s=1, visibility_timeout_s=30)
     async with sqs_client(REGION, aws.endpoint_url) as sqs:
         consumer = Consumer(
             OutboxStore(store.pool, runnable=["noop", "webhook"]),
-            sqs,
-            Messages(sqs, registry, clock, lambda: options),
-            slots,
+            SqsWakeUpQueue(sqs),
+            Messages(SqsWakeUpQueue(sqs), inflight, clock, lambda: options),
+            inflight,
             ready,
-            registry,
             "daemon-1",
             clock,
             lambda: options,
@@ -54,11 +53,12 @@ async def test_a_wakeup_of_an_action_this_daemon_does_not_run_is_deferred(
                 QueueUrl=aws.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
             )
             for m in answer.get("Messages", []):
-                task_id, series = parse_body(m["Body"])
-                received.append(WakeUp(m["ReceiptHandle"], task_id, series))
-        slots.take(2)
+                wakeup = delivery(m)
+                assert isinstance(wakeup, WakeUp)
+                received.append(wakeup)
+        inflight.reserve(2)  # as a poller does before its receive
         kept = await consumer.dispatch(received)
-        slots.give(2 - kept)
+        inflight.unreserve(2 - kept)
         assert kept == 1
         assert ready.get_nowait().id == runnable_id
         assert metrics.sqs_messages.labels("deferred")._value.get() == 1

@@ -17,8 +17,8 @@ import structlog
 
 from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import ClaimedTask, NewTask
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.lease_keeper import APPLICATION_NAME, LeaseKeeper
-from scheduler_daemon.engine.leases import LeaseRegistry
 from scheduler_daemon.engine.watchdog import LoopBlockDetector, attempt_task_name
 from scheduler_daemon.settings import WatchdogSettings
 from scheduler_daemon.store.postgres import PostgresStore
@@ -50,8 +50,8 @@ class Rounds:
 
 
 @pytest.fixture
-def registry() -> LeaseRegistry:
-    return LeaseRegistry(SystemClock())
+def inflight() -> InFlight:
+    return InFlight(10, SystemClock())
 
 
 @pytest.fixture
@@ -60,23 +60,23 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
         yield captured
 
 
-async def claimed(store: PostgresStore, registry: LeaseRegistry, n: int) -> list[ClaimedTask]:
-    """``n`` tasks claimed by OWNER with a LEASE_S lease, held in ``registry``."""
+async def claimed(store: PostgresStore, inflight: InFlight, n: int) -> list[ClaimedTask]:
+    """``n`` tasks claimed by OWNER with a LEASE_S lease, held in ``inflight``."""
     await store.create_tasks([NewTask(action="noop", payload={}) for _ in range(n)])
     tasks = await store.claim(OWNER, n, LEASE_S)
     assert len(tasks) == n
     for task in tasks:
-        registry.add(task)
+        inflight.admit([task])
     return tasks
 
 
 @contextlib.asynccontextmanager
 async def keeping(
-    database_url: str, registry: LeaseRegistry, **kwargs: Any
+    database_url: str, inflight: InFlight, **kwargs: Any
 ) -> AsyncIterator[tuple[LeaseKeeper, Rounds]]:
     keeper = LeaseKeeper(
         database_url,
-        registry,
+        inflight,
         OWNER,
         SystemClock(),
         lease_s=lambda: LEASE_S,
@@ -100,10 +100,10 @@ async def live_leases(store: PostgresStore) -> int:
 
 
 async def test_leases_are_renewed_while_the_event_loop_is_blocked(
-    store: PostgresStore, registry: LeaseRegistry, database_url: str
+    store: PostgresStore, inflight: InFlight, database_url: str
 ) -> None:
-    await claimed(store, registry, 3)
-    async with keeping(database_url, registry) as (keeper, rounds):
+    await claimed(store, inflight, 3)
+    async with keeping(database_url, inflight) as (keeper, rounds):
         await rounds.wait_for(1)
         time.sleep(2.5 * LEASE_S)  # noqa: ASYNC251 - a handler holding the loop past the lease
         # Every lease is still this daemon's: nothing for a rescuer to take.
@@ -113,35 +113,35 @@ async def test_leases_are_renewed_while_the_event_loop_is_blocked(
 
 
 async def test_a_lost_lease_is_aborted_on_the_event_loop(
-    store: PostgresStore, registry: LeaseRegistry, database_url: str
+    store: PostgresStore, inflight: InFlight, database_url: str
 ) -> None:
     # In debug mode, cancelling an asyncio task from another thread raises: the abort has to
     # come through the loop for the attempt below to be cancelled at all.
     asyncio.get_running_loop().set_debug(True)
-    stolen, kept = await claimed(store, registry, 2)
+    stolen, kept = await claimed(store, inflight, 2)
     running = {t.id: asyncio.create_task(asyncio.Event().wait()) for t in (stolen, kept)}
-    held = {t.id: registry.attach(t.id, running[t.id]) for t in (stolen, kept)}
+    held = {t.id: inflight.attach(t.id, running[t.id]) for t in (stolen, kept)}
     await store.pool.execute("UPDATE tasks SET lease_owner = 'elsewhere' WHERE id = $1", stolen.id)
 
-    async with keeping(database_url, registry):
+    async with keeping(database_url, inflight):
         with pytest.raises(asyncio.CancelledError):
             async with asyncio.timeout(GUARD_S):
                 await running[stolen.id]
 
-    assert stolen.id not in registry
+    assert stolen.id not in inflight
     stolen_held = held[stolen.id]
     assert stolen_held is not None
     assert stolen_held.lost
-    assert kept.id in registry
+    assert kept.id in inflight
     assert not running[kept.id].done()
     running[kept.id].cancel()
 
 
 async def test_the_keeper_reconnects_when_its_connection_is_lost(
-    store: PostgresStore, registry: LeaseRegistry, database_url: str
+    store: PostgresStore, inflight: InFlight, database_url: str
 ) -> None:
-    await claimed(store, registry, 1)
-    async with keeping(database_url, registry) as (keeper, rounds):
+    await claimed(store, inflight, 1)
+    async with keeping(database_url, inflight) as (keeper, rounds):
         await rounds.wait_for(1)
         assert keeper.connections_opened == 1
         terminated = await store.pool.fetchval(
@@ -160,13 +160,13 @@ async def test_the_keeper_reconnects_when_its_connection_is_lost(
 
 
 async def test_an_unreachable_database_is_a_problem_not_the_end_of_the_thread(
-    registry: LeaseRegistry, logs: list[MutableMapping[str, Any]]
+    inflight: InFlight, logs: list[MutableMapping[str, Any]]
 ) -> None:
     with socket.socket() as sock:  # a port that nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    registry.add(claimed_task())
-    async with keeping(f"postgresql://postgres@127.0.0.1:{port}/none", registry) as (keeper, _):
+    inflight.admit([claimed_task()])
+    async with keeping(f"postgresql://postgres@127.0.0.1:{port}/none", inflight) as (keeper, _):
         # /readyz polls problems(); so does this test (a failed round sends no event).
         async with asyncio.timeout(GUARD_S):
             while not keeper.problems():  # noqa: ASYNC110
@@ -180,10 +180,10 @@ async def test_an_unreachable_database_is_a_problem_not_the_end_of_the_thread(
     assert all(f["held"] == 1 for f in failures), failures
 
 
-async def test_stop_ends_the_thread_for_good(registry: LeaseRegistry, database_url: str) -> None:
+async def test_stop_ends_the_thread_for_good(inflight: InFlight, database_url: str) -> None:
     def make() -> LeaseKeeper:
         return LeaseKeeper(
-            database_url, registry, OWNER, SystemClock(), lambda: LEASE_S, lambda: INTERVAL_S
+            database_url, inflight, OWNER, SystemClock(), lambda: LEASE_S, lambda: INTERVAL_S
         )
 
     keeper = make()
@@ -203,7 +203,7 @@ async def test_stop_ends_the_thread_for_good(registry: LeaseRegistry, database_u
 
 
 async def test_a_blocked_loop_is_reported_naming_each_attempt_that_holds_it(
-    registry: LeaseRegistry, database_url: str, logs: list[MutableMapping[str, Any]]
+    inflight: InFlight, database_url: str, logs: list[MutableMapping[str, Any]]
 ) -> None:
     settings = WatchdogSettings(interval_s=0.05, max_loop_lag_s=0.2)
     detector = LoopBlockDetector(asyncio.get_running_loop(), lambda: settings, SystemClock())
@@ -212,7 +212,7 @@ async def test_a_blocked_loop_is_reported_naming_each_attempt_that_holds_it(
     async def blocking_attempt() -> None:
         time.sleep(1.0)  # noqa: ASYNC251 - what the detector is there to notice
 
-    async with keeping(database_url, registry, also_run=[detector.run]):
+    async with keeping(database_url, inflight, also_run=[detector.run]):
         # Both ready at once: they hold the loop one after the other, in one block.
         attempts = [
             asyncio.create_task(blocking_attempt(), name=attempt_task_name(first, 2, "a.build")),

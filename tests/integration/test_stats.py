@@ -22,8 +22,8 @@ from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import AttemptResult, ClaimedTask, NewTask, Outcome, TaskStatus
 from scheduler_daemon.engine.completer import Completer
 from scheduler_daemon.engine.discovery import Discovery
-from scheduler_daemon.engine.leases import LeaseRegistry, Rescuer
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.leases import Rescuer
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store.postgres import PostgresStore, create_pool
@@ -191,12 +191,11 @@ async def test_minutes_are_what_the_engine_recorded(store: PostgresStore) -> Non
         ]
     )
     ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
-    registry = LeaseRegistry(SystemClock())
+    inflight = InFlight(10, SystemClock())
     discovery = Discovery(
         store,
-        Slots(10),
+        inflight,
         ready,
-        registry,
         "me",
         SystemClock(),
         batch_size=lambda: 10,
@@ -211,7 +210,7 @@ async def test_minutes_are_what_the_engine_recorded(store: PostgresStore) -> Non
     first, second, third = (by_id[t.id] for t, _ in created)
 
     results: asyncio.Queue[AttemptResult] = asyncio.Queue()
-    completer = Completer(store, results, registry, "me", SystemClock(), metrics)
+    completer = Completer(store, results, inflight, "me", SystemClock(), metrics)
     results.put_nowait(AttemptResult(first.id, 1, Outcome.SUCCEEDED, TaskStatus.COMPLETED))
     results.put_nowait(
         AttemptResult(second.id, 1, Outcome.FAILED, TaskStatus.SCHEDULED, retry_in_s=3600.0)

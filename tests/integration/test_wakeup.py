@@ -11,8 +11,8 @@ import pytest
 from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import ClaimedTask, NewTask
 from scheduler_daemon.engine.discovery import Discovery
-from scheduler_daemon.engine.leases import LeaseRegistry
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.signals import DiscoverySignals
 from scheduler_daemon.store.listener import LISTENER_APPLICATION_NAME, NotificationListener
 from scheduler_daemon.store.postgres import PostgresStore
 
@@ -130,17 +130,17 @@ async def test_discovery_wakes_on_insert_not_on_poll(
     database_url: str, store: PostgresStore
 ) -> None:
     ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
-    registry = LeaseRegistry(SystemClock())
+    inflight = InFlight(4, SystemClock())
     discovery = Discovery(
         store,
-        Slots(4),
+        inflight,
         ready,
-        registry,
         "me",
         SystemClock(),
         batch_size=lambda: 10,
         poll_interval_s=lambda: 3600.0,  # only a notification can wake it in time
         lease_s=lambda: 30.0,
+        signals=DiscoverySignals().arm(),
     )
     listener = NotificationListener(database_url, discovery.notify, SystemClock())
     tasks = [asyncio.create_task(listener.run()), asyncio.create_task(discovery.run())]
@@ -148,13 +148,14 @@ async def test_discovery_wakes_on_insert_not_on_poll(
         async with asyncio.timeout(10):
             await listener.connected.wait()
             # Discovery found nothing and settled into its hour-long sleep.
-            await discovery.sleeping.wait()
+            assert await discovery.signals.claimed.next() == 0
+            assert await discovery.signals.slept.next() > 3000.0
         assert discovery.claimed_total == 0
         task, _ = await store.create_task(NewTask(action="noop", payload={}))
         async with asyncio.timeout(10):
             claimed = await ready.get()
         assert claimed.id == task.id
-        assert len(registry) == 1
+        assert len(inflight) == 1
     finally:
         for t in tasks:
             t.cancel()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,8 @@ from scheduler_daemon.alerts import (
 )
 from scheduler_daemon.domain.models import AttemptResult, Outcome, TaskStatus
 from scheduler_daemon.engine.completer import Completer
-from scheduler_daemon.engine.leases import LeaseRegistry, Rescuer
+from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.leases import Rescuer
 from scheduler_daemon.engine.watchdog import Watchdog
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import AlertsSettings, Settings, WatchdogSettings, masked
@@ -179,10 +179,8 @@ def test_a_full_queue_drops_and_counts_without_raising() -> None:
     metrics = Metrics(version="t")
     settings = alerts_settings(queue_size=2)
     alerter = Alerter(lambda: settings, "me", FakeClock(), metrics=metrics)
-    started = time.perf_counter()
     for n in range(5):
         alerter.emit(failed(queue=f"q{n}", n=n))  # five keys: none deduplicated
-    assert time.perf_counter() - started < 0.5
     assert alerter.queue.qsize() == 2
     assert alerter.pending == 2
     assert alerter.counts[("task_failed", "dropped")] == 3
@@ -321,9 +319,7 @@ async def test_completer_alerts_tasks_that_failed_for_good() -> None:
     clock = FakeClock()
     sink = Sink()
     results: asyncio.Queue[AttemptResult] = asyncio.Queue()
-    completer = Completer(
-        FakeEngineStore(), results, LeaseRegistry(clock), "me", clock, alerts=sink
-    )
+    completer = Completer(FakeEngineStore(), results, InFlight(10, clock), "me", clock, alerts=sink)
     dead, retried, done = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     for result in (
         AttemptResult(

@@ -12,13 +12,18 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scheduler_daemon.aws.clients import queue_arn_from_url, queue_url_from_arn
-from scheduler_daemon.aws.consumer import MAX_BODY_CHARS, MAX_SERIES, MalformedMessage, parse_body
-from scheduler_daemon.aws.publisher import (
+from scheduler_daemon.aws.codec import (
+    MAX_BODY_CHARS,
+    MAX_SERIES,
+    MalformedMessage,
     at_expression,
     delay_seconds,
+    delivery,
     message_body,
+    parse_body,
     schedule_name,
 )
+from scheduler_daemon.engine.wakeups import Malformed, WakeUp
 
 
 def test_message_round_trip_carries_only_id_and_series() -> None:
@@ -26,6 +31,14 @@ def test_message_round_trip_carries_only_id_and_series() -> None:
     body = message_body(task_id, 3)
     assert json.loads(body) == {"task_id": str(task_id), "series": 3}
     assert parse_body(body) == (task_id, 3)
+
+
+def test_a_received_message_is_a_wakeup_or_malformed_without_its_body() -> None:
+    task_id = uuid.uuid4()
+    good: Any = {"ReceiptHandle": "r1", "MessageId": "m1", "Body": message_body(task_id, 2)}
+    assert delivery(good) == WakeUp("r1", task_id, 2)
+    bad: Any = {"ReceiptHandle": "r2", "MessageId": "m2", "Body": "{secret"}
+    assert delivery(bad) == Malformed("r2", "m2", "not JSON", len("{secret"))
 
 
 ID = str(uuid.UUID(int=1))

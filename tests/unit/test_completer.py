@@ -13,9 +13,10 @@ import pytest
 
 from scheduler_daemon.domain.models import AttemptResult, Outcome, TaskStatus
 from scheduler_daemon.engine.completer import UNEXPECTED_TRIES, Completer
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.signals import CompleterSignals
 from scheduler_daemon.engine.supervisor import Supervisor
-from tests.fakes import FakeClock, FakeEngineStore, claimed_task, settle
+from tests.fakes import FakeClock, FakeEngineStore, claimed_task
 
 POISON = {"poison": True}
 
@@ -39,11 +40,11 @@ class FlakyStore(FakeEngineStore):
         return await super().complete(owner, results)
 
 
-def _results(n: int, registry: LeaseRegistry) -> list[AttemptResult]:
+def _results(n: int, inflight: InFlight) -> list[AttemptResult]:
     out = []
     for _ in range(n):
         task = claimed_task()
-        registry.add(task)
+        inflight.admit([task])
         out.append(AttemptResult(task.id, 1, Outcome.SUCCEEDED, TaskStatus.COMPLETED))
     return out
 
@@ -69,33 +70,35 @@ async def test_a_batch_that_fails_with_any_error_is_written_on_a_later_try(
 ) -> None:
     clock = FakeClock()
     store = FlakyStore(errors=[error])
-    registry = LeaseRegistry(clock)
+    inflight = InFlight(10, clock)
     results: asyncio.Queue[AttemptResult] = asyncio.Queue()
-    completer = Completer(store, results, registry, "me", clock)
-    batch = _results(5, registry)
+    completer = Completer(store, results, inflight, "me", clock, signals=CompleterSignals().arm())
+    batch = _results(5, inflight)
     for r in batch:
         results.put_nowait(r)
     runner = asyncio.create_task(completer.run())
-    flushed = asyncio.ensure_future(completer.flush())
     try:
-        await _drive(clock, flushed)
+        await completer.signals.retrying.next()
+        assert clock.sleep_calls == [0.05]
+        await clock.advance(0.05)
+        assert await completer.signals.recorded.next() == [r.task_id for r in batch]
         assert not runner.done(), "the completer crashed instead of retrying"
     finally:
         runner.cancel()
     assert [r.task_id for r in store.completed] == [r.task_id for r in batch]
-    assert len(registry) == 0
+    assert len(inflight) == 0
     assert completer.recorded_total == 5
 
 
 async def test_a_result_that_keeps_failing_holds_up_only_itself() -> None:
     clock = FakeClock()
     store = FlakyStore()
-    registry = LeaseRegistry(clock)
+    inflight = InFlight(10, clock)
     results: asyncio.Queue[AttemptResult] = asyncio.Queue()
-    completer = Completer(store, results, registry, "me", clock)
-    good = _results(3, registry)
+    completer = Completer(store, results, inflight, "me", clock)
+    good = _results(3, inflight)
     task = claimed_task()
-    registry.add(task)
+    inflight.admit([task])
     poison = AttemptResult(task.id, 1, Outcome.SUCCEEDED, TaskStatus.COMPLETED, result=POISON)
     for r in [good[0], poison, *good[1:]]:
         results.put_nowait(r)
@@ -121,16 +124,15 @@ async def test_a_restarted_completer_writes_what_its_predecessor_held() -> None:
     clock = FakeClock()
     # The database stays unreachable while the first run holds the batch.
     store = FlakyStore(errors=[OSError("connection refused")] * 3)
-    registry = LeaseRegistry(clock)
+    inflight = InFlight(10, clock)
     results: asyncio.Queue[AttemptResult] = asyncio.Queue()
-    completer = Completer(store, results, registry, "me", clock)
-    batch = _results(4, registry)
+    completer = Completer(store, results, inflight, "me", clock, signals=CompleterSignals().arm())
+    batch = _results(4, inflight)
     for r in batch:
         results.put_nowait(r)
     async with Supervisor(clock) as supervisor:
         supervisor.start("completer", completer.run)
-        await asyncio.wait_for(store.failing.wait(), 5)
-        await settle()
+        assert "connection refused" in await completer.signals.retrying.next()
         assert completer.held == 4
         # Stopped while it holds the batch (a crash or a stop mid-retry), then started again.
         await supervisor.stop("completer")

@@ -14,9 +14,9 @@ import pytest
 
 from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.discovery import Discovery
-from scheduler_daemon.engine.leases import LeaseRegistry
-from scheduler_daemon.engine.slots import Slots
-from tests.fakes import ClaimCall, FakeClock, FakeEngineStore, claimed_task, settle
+from scheduler_daemon.engine.inflight import InFlight
+from scheduler_daemon.engine.signals import DiscoverySignals
+from tests.fakes import ClaimCall, FakeClock, FakeEngineStore, claimed_task
 
 OWNER = "host/1/abc"
 LEASE_S = 30.0
@@ -26,8 +26,7 @@ LEASE_S = 30.0
 class Rig:
     clock: FakeClock
     store: FakeEngineStore
-    slots: Slots
-    registry: LeaseRegistry
+    inflight: InFlight
     ready: asyncio.Queue[ClaimedTask] = field(default_factory=asyncio.Queue)
     batch_size: int = 100
     poll_s: float = 5.0
@@ -36,15 +35,19 @@ class Rig:
     def __post_init__(self) -> None:
         self.discovery = Discovery(
             self.store,
-            self.slots,
+            self.inflight,
             self.ready,
-            self.registry,
             OWNER,
             self.clock,
             batch_size=lambda: self.batch_size,
             poll_interval_s=lambda: self.poll_s,
             lease_s=lambda: LEASE_S,
+            signals=DiscoverySignals().arm(),
         )
+
+    @property
+    def signals(self) -> DiscoverySignals:
+        return self.discovery.signals
 
     @property
     def claims(self) -> int:
@@ -71,9 +74,7 @@ def make_rig(
 ) -> Rig:
     clock = FakeClock()
     store = FakeEngineStore(due=[claimed_task() for _ in range(due)], next_due=next_due)
-    return Rig(
-        clock, store, Slots(capacity), LeaseRegistry(clock), batch_size=batch_size, poll_s=poll_s
-    )
+    return Rig(clock, store, InFlight(capacity, clock), batch_size=batch_size, poll_s=poll_s)
 
 
 @contextlib.asynccontextmanager
@@ -98,31 +99,31 @@ async def test_claim_once_asks_for_min_of_free_slots_and_batch() -> None:
     assert shortfall == 2
     assert rig.store.claim_calls[0].owner == OWNER
     assert rig.store.claim_calls[0].lease_s == LEASE_S
-    assert rig.slots.in_use == 1
+    assert rig.inflight.in_use == 1
 
 
 async def test_claims_up_to_free_slots_then_waits_for_one() -> None:
     rig = make_rig(capacity=4, batch_size=3, due=10, next_due=0.0)
     expected = rig.store.due[:4]
     async with running(rig):
-        await rig.store.wait_for_claims(2)
-        await settle()
         # 3 (batch) then 1 (the last free slot); then nothing until a slot comes back.
+        assert [await rig.signals.claimed.next(), await rig.signals.claimed.next()] == [3, 1]
+        await rig.signals.waiting_for_slots.next()
         assert rig.limits == [3, 1]
-        assert rig.slots.in_use == 4
-        assert rig.slots.free == 0
+        assert rig.inflight.in_use == 4
+        assert rig.inflight.free == 0
         assert rig.drain_ready() == expected
-        assert rig.registry.snapshot() == [(t.id, t.attempt) for t in expected]
+        assert rig.inflight.snapshot() == [(t.id, t.attempt) for t in expected]
         assert len(rig.store.due) == 6
         assert rig.discovery.claimed_total == 4
         assert rig.store.next_due_calls == 0  # never came up short, so never asked
 
-        rig.slots.give(2)
-        await rig.store.wait_for_claims(3)
-        await settle()
+        for task in expected[:2]:  # two attempts end
+            rig.inflight.finish(task)
+        assert await rig.signals.claimed.next() == 2
         assert rig.limits == [3, 1, 2]
         assert rig.ready.qsize() == 2
-        assert len(rig.registry) == 6
+        assert len(rig.inflight) == 6
 
 
 async def test_batch_size_limits_each_claim_and_short_claim_sleeps() -> None:
@@ -131,7 +132,7 @@ async def test_batch_size_limits_each_claim_and_short_claim_sleeps() -> None:
         await rig.clock.wait_for_sleepers(1)
         assert rig.limits == [3, 3]  # 3, then 2 of 3 came: a shortfall, so it sleeps
         assert rig.ready.qsize() == 5
-        assert rig.slots.in_use == 5
+        assert rig.inflight.in_use == 5
         assert rig.store.next_due_calls == 1
         assert rig.clock.deadlines == [5.0]
         # The next claim asks for the batch size again, not more.
@@ -153,32 +154,31 @@ async def test_batch_size_is_read_live() -> None:
 
 async def test_no_claim_without_free_slots() -> None:
     rig = make_rig(capacity=2, due=5)
-    rig.slots.take(2)
+    busy = [claimed_task(), claimed_task()]
+    rig.inflight.admit(busy)  # every slot taken
     async with running(rig):
-        await settle()
+        await rig.signals.waiting_for_slots.next()
         assert rig.claims == 0
         assert rig.clock.sleepers == 0  # waiting on the slots, not on the clock
-        assert not rig.discovery.sleeping.is_set()
         await rig.clock.advance(60.0)  # time alone does not help
         assert rig.claims == 0
+        assert rig.signals.slept.taken() == []
 
-        rig.slots.give(1)
-        await rig.store.wait_for_claims(1)
-        await settle()
+        rig.inflight.finish(busy[0])
+        assert await rig.signals.claimed.next() == 1
         assert rig.limits == [1]
         assert rig.ready.qsize() == 1
-        assert rig.slots.free == 0
+        assert rig.inflight.free == 0
 
 
 async def test_growing_the_pool_lets_discovery_claim() -> None:
     rig = make_rig(capacity=1, due=5)
-    rig.slots.take(1)
+    rig.inflight.admit([claimed_task()])
     async with running(rig):
-        await settle()
+        await rig.signals.waiting_for_slots.next()
         assert rig.claims == 0
-        rig.slots.resize(4)
-        await rig.store.wait_for_claims(1)
-        await settle()
+        rig.inflight.resize(4)
+        assert await rig.signals.claimed.next() == 3
         assert rig.limits == [3]
 
 
@@ -188,10 +188,10 @@ async def test_growing_the_pool_lets_discovery_claim() -> None:
 async def test_sleeps_until_next_due_task() -> None:
     rig = make_rig(next_due=3.0)
     async with running(rig):
+        assert await rig.signals.slept.next() == 3.0
         await rig.clock.wait_for_sleepers(1)
         assert rig.claims == 1
         assert rig.clock.deadlines == [3.0]
-        assert rig.discovery.sleeping.is_set()
 
         await rig.clock.advance(2.9)
         assert rig.claims == 1
@@ -207,7 +207,7 @@ async def test_claims_the_task_that_became_due() -> None:
         rig.store.add_due([task])
         await rig.clock.advance(3.0)
         assert rig.drain_ready() == [task]
-        assert rig.registry.snapshot() == [(task.id, task.attempt)]
+        assert rig.inflight.snapshot() == [(task.id, task.attempt)]
 
 
 async def test_next_due_beyond_poll_interval_sleeps_poll_interval() -> None:
@@ -269,11 +269,10 @@ async def test_notify_now_wakes_at_once(delay: float | None) -> None:
 async def test_notify_sooner_shortens_the_sleep() -> None:
     rig = make_rig(next_due=3.0)
     async with running(rig):
-        await rig.clock.wait_for_sleepers(1)
+        assert await rig.signals.slept.next() == 3.0
         rig.discovery.notify(1.0)
-        await settle()
+        assert await rig.signals.slept.next() == 1.0  # woken: the sleep is shorter now
         assert rig.claims == 1
-        assert rig.clock.deadlines == [1.0]
         await rig.clock.advance(0.9)
         assert rig.claims == 1
         await rig.clock.advance(0.1)
@@ -283,11 +282,10 @@ async def test_notify_sooner_shortens_the_sleep() -> None:
 async def test_notify_later_does_not_shorten_the_sleep() -> None:
     rig = make_rig(next_due=3.0)
     async with running(rig):
-        await rig.clock.wait_for_sleepers(1)
-        rig.discovery.notify(5.0)
-        await settle()
-        assert rig.clock.deadlines == [3.0]
+        assert await rig.signals.slept.next() == 3.0
+        rig.discovery.notify(5.0)  # later than it looks anyway: no need to wake it
         await rig.clock.advance(2.9)
+        assert rig.signals.slept.taken() == []  # it slept on
         assert rig.claims == 1
         await rig.clock.advance(0.1)
         assert rig.claims == 2
@@ -311,12 +309,12 @@ async def test_notify_during_a_claim_is_not_lost() -> None:
 async def test_several_notifications_keep_the_soonest() -> None:
     rig = make_rig(next_due=10.0, poll_s=30.0)
     async with running(rig):
-        await rig.clock.wait_for_sleepers(1)
+        assert await rig.signals.slept.next() == 10.0
         rig.discovery.notify(4.0)
         rig.discovery.notify(2.0)
         rig.discovery.notify(6.0)
-        await settle()
-        assert rig.clock.deadlines == [2.0]
+        assert await rig.signals.slept.next() == 2.0
+        assert rig.signals.slept.taken() == []
         await rig.clock.advance(2.0)
         assert rig.claims == 2
 
@@ -404,7 +402,7 @@ class TimedStore(FakeEngineStore):
 def make_timed_rig(*, latency_s: float = 0.0, poll_s: float = 5.0) -> tuple[Rig, TimedStore]:
     clock = FakeClock()
     store = TimedStore(clock=clock, latency_s=latency_s)
-    rig = Rig(clock, store, Slots(10_000), LeaseRegistry(clock), poll_s=poll_s)
+    rig = Rig(clock, store, InFlight(10_000, clock), poll_s=poll_s)
     return rig, store
 
 
@@ -502,7 +500,7 @@ async def test_resume_during_a_pause_read_is_not_lost() -> None:
     clock = FakeClock()
     store = HeldPausesStore(paused={"held"})
     store.add_due(claimed_task(queue="held") for _ in range(2))
-    rig = Rig(clock, store, Slots(10), LeaseRegistry(clock), poll_s=5.0)
+    rig = Rig(clock, store, InFlight(10, clock), poll_s=5.0)
     async with running(rig):
         await clock.wait_for_sleepers(1)
         assert rig.drain_ready() == []
@@ -517,7 +515,7 @@ async def test_resume_during_a_pause_read_is_not_lost() -> None:
         rig.discovery.notify(None)
         store.hold = False
         store.resume_read.set()
-        await settle()
+        assert await rig.signals.claimed.until(lambda n: n > 0) == 2
         # The read that began before the resume is stale: the pauses are read again and the
         # resumed queue is claimed at once, not a poll interval later.
         assert [t.queue for t in rig.drain_ready()] == ["held", "held"]
@@ -547,7 +545,7 @@ class DownStore(FakeEngineStore):
 async def test_an_outage_is_waited_out_with_back_off_then_due_tasks_are_claimed() -> None:
     clock = FakeClock()
     store = DownStore(due=[claimed_task() for _ in range(2)], next_due=None)
-    rig = Rig(clock, store, Slots(10), LeaseRegistry(clock))
+    rig = Rig(clock, store, InFlight(10, clock))
     async with running(rig) as task:
         await clock.wait_for_sleepers(1)
         assert clock.deadlines == [pytest.approx(0.05)]
@@ -556,7 +554,7 @@ async def test_an_outage_is_waited_out_with_back_off_then_due_tasks_are_claimed(
         assert clock.deadlines == [pytest.approx(0.1)]  # doubling while it lasts
         await clock.advance(0.1)
         await clock.advance(0.2)
-        await settle()
+        assert await rig.signals.claimed.until(lambda n: n > 0) == 2
         assert not task.done(), "discovery crashed on an unreachable database"
         assert rig.discovery.claimed_total == 2
         assert len(rig.drain_ready()) == 2

@@ -1,5 +1,5 @@
-"""Queue limits in one daemon: the limiter's plan (concurrency room, token buckets, reloads),
-per-queue slot counts, and discovery claiming by that plan. Fake clock and store, no I/O."""
+"""Queue limits in one daemon: the limiter's plan (concurrency room, token buckets, reloads)
+and discovery claiming by that plan. Fake clock and store, no I/O."""
 
 from __future__ import annotations
 
@@ -11,19 +11,17 @@ import pytest
 
 from scheduler_daemon.domain.models import ClaimedTask
 from scheduler_daemon.engine.discovery import Discovery
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import NO_LIMITS, QueueLimiter, QueueRoom
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.signals import DiscoverySignals
 from scheduler_daemon.settings import QueueLimits
-from tests.fakes import FakeClock, FakeEngineStore, claimed_task, settle
+from tests.fakes import FakeClock, FakeEngineStore, claimed_task
 
 
-def limiter(
-    limits: dict[str, QueueLimits], slots: Slots | None = None
-) -> tuple[QueueLimiter, FakeClock, Slots]:
+def limiter(limits: dict[str, QueueLimits]) -> tuple[QueueLimiter, FakeClock, InFlight]:
     clock = FakeClock()
-    slots = slots or Slots(100)
-    return QueueLimiter(lambda: limits, slots, clock), clock, slots
+    inflight = InFlight(100, clock)
+    return QueueLimiter(lambda: limits, inflight, clock), clock, inflight
 
 
 # --- the plan ------------------------------------------------------------------------------
@@ -38,17 +36,16 @@ def test_no_limits_no_plan() -> None:
 
 
 def test_concurrency_room_is_limit_minus_tasks_in_the_pool() -> None:
-    lim, _, slots = limiter({"mail": QueueLimits(concurrency=3, global_concurrency=10)})
+    lim, _, inflight = limiter({"mail": QueueLimits(concurrency=3, global_concurrency=10)})
     assert lim.plan().limited == {"mail": QueueRoom(3, 10)}
-    slots.take(2)
-    slots.enter("mail")
-    slots.enter("mail")
+    first, *_ = mail = [claimed_task(queue="mail") for _ in range(3)]
+    inflight.admit(mail[:2])
     assert lim.plan().limited == {"mail": QueueRoom(1, 10)}
-    slots.enter("mail")
+    inflight.admit(mail[2:])
     plan = lim.plan()
     assert (plan.limited, plan.blocked) == ({}, ("mail",))
     assert plan.excluded == ["mail"]
-    slots.give(1, "mail")
+    inflight.finish(first)
     assert lim.plan().limited == {"mail": QueueRoom(1, 10)}
 
 
@@ -84,20 +81,18 @@ def test_bucket_defaults_to_one_seconds_worth_and_at_least_one() -> None:
 
 
 def test_room_is_the_smaller_of_concurrency_and_tokens() -> None:
-    lim, _, slots = limiter({"q": QueueLimits(concurrency=2, rate_per_s=10.0)})
+    lim, _, inflight = limiter({"q": QueueLimits(concurrency=2, rate_per_s=10.0)})
     assert lim.plan().limited["q"].room == 2
     lim.took("q", 9)
     assert lim.plan().limited["q"].room == 1
-    slots.take(2)
-    slots.enter("q")
-    slots.enter("q")
+    inflight.admit([claimed_task(queue="q"), claimed_task(queue="q")])
     assert lim.plan().blocked == ("q",)
 
 
 def test_reload_changes_limits_at_the_next_plan() -> None:
     limits = {"q": QueueLimits(rate_per_s=1.0, burst=3)}
     clock = FakeClock()
-    lim = QueueLimiter(lambda: limits, Slots(10), clock)
+    lim = QueueLimiter(lambda: limits, InFlight(10, clock), clock)
     lim.took("q", 0)
     assert lim.plan().limited["q"].room == 3
     lim.took("q", 3)
@@ -112,25 +107,6 @@ def test_burst_without_rate_is_refused() -> None:
         QueueLimits(burst=3)
 
 
-# --- slots per queue -----------------------------------------------------------------------
-
-
-def test_slots_count_tasks_per_queue_and_report_each_leaving() -> None:
-    slots = Slots(5)
-    freed: list[str] = []
-    slots.on_queue_freed = freed.append
-    slots.take(3)
-    for queue in ("a", "a", "b"):
-        slots.enter(queue)
-    assert (slots.running_in("a"), slots.running_in("b"), slots.running_in("c")) == (2, 1, 0)
-    slots.give(1, "a")
-    slots.give(1, "b")
-    assert (slots.running_in("a"), slots.running_in("b"), slots.in_use) == (1, 0, 1)
-    assert freed == ["a", "b"]
-    slots.give(1)  # a reserved slot given back unused: no queue left
-    assert freed == ["a", "b"]
-
-
 # --- discovery by the plan -----------------------------------------------------------------
 
 
@@ -139,20 +115,21 @@ class Rig:
         self.limits = limits
         self.clock = FakeClock()
         self.store = FakeEngineStore(next_due=None)
-        self.slots = Slots(capacity)
+        self.inflight = InFlight(capacity, self.clock)
         self.ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
-        self.limiter = QueueLimiter(lambda: self.limits, self.slots, self.clock)
+        self.started: list[ClaimedTask] = []  # taken from ready, attempt not ended
+        self.limiter = QueueLimiter(lambda: self.limits, self.inflight, self.clock)
         self.discovery = Discovery(
             self.store,
-            self.slots,
+            self.inflight,
             self.ready,
-            LeaseRegistry(self.clock),
             "me",
             self.clock,
             batch_size=lambda: 100,
             poll_interval_s=lambda: 5.0,
             lease_s=lambda: 30.0,
             limiter=self.limiter,
+            signals=DiscoverySignals().arm(),
         )
 
     def add(self, queue: str, n: int) -> None:
@@ -161,11 +138,16 @@ class Rig:
     def taken(self) -> list[str]:
         out = []
         while not self.ready.empty():
-            out.append(self.ready.get_nowait().queue)
+            task = self.ready.get_nowait()
+            self.started.append(task)
+            out.append(task.queue)
         return out
 
     def finish(self, queue: str) -> None:
-        self.slots.give(1, queue)
+        """One started task of ``queue`` ends its attempt."""
+        task = next(t for t in self.started if t.queue == queue)
+        self.started.remove(task)
+        self.inflight.finish(task)
 
 
 @contextlib.asynccontextmanager
@@ -189,22 +171,21 @@ async def test_limited_queue_gets_its_room_and_the_rest_the_other_slots() -> Non
     first, second = rig.store.claim_calls
     assert (first.queue, first.limit, first.global_limit) == ("mail", 2, None)
     assert (second.queue, second.limit, second.exclude) == (None, 8, ("mail",))
-    assert rig.slots.running_in("mail") == 2
+    assert rig.inflight.running_in("mail") == 2
 
 
 async def test_queue_at_its_limit_is_left_out_until_a_task_of_it_finishes() -> None:
     rig = Rig({"mail": QueueLimits(concurrency=1)})
     rig.add("mail", 3)
     async with running(rig):
-        await rig.clock.wait_for_sleepers(1)
+        signals = rig.discovery.signals
+        assert await signals.claimed.next() == 1
+        assert await signals.slept.next() == 5.0
         assert rig.taken() == ["mail"]
         # Not waited for: mail is blocked, so the sleep leaves it out.
         assert rig.store.next_due_excluded[-1] == ("mail",)
-        assert rig.clock.deadlines == [5.0]
-        calls = len(rig.store.claim_calls)
         rig.finish("mail")  # its task left the pool: discovery looks at once
-        await rig.store.wait_for_claims(calls + 1)
-        await settle()
+        assert await signals.claimed.next() == 1
         assert rig.taken() == ["mail"]
         assert len(rig.store.due) == 1
 

@@ -1,22 +1,20 @@
-"""The SQS side of the eventbridge backend.
+"""The consumer side of the eventbridge backend: wake-ups from the queue to the executor.
 
-``Consumer`` long-polls the tasks queue, never asking for more messages than the executor has
-free slots, and claims each message's task in PostgreSQL by id. ``Messages`` keeps the
-messages of running tasks invisible (ChangeMessageVisibilityBatch ahead of expiry), deletes
-them once the attempt is recorded, and on shutdown makes those of tasks put back visible at
-once.
+``Consumer`` long-polls the wake-up queue (``engine/wakeups.py``: SQS in production), never
+asking for more messages than the executor has free slots, and claims each message's task in
+PostgreSQL by id. ``Messages`` keeps the messages of running tasks invisible (their visibility
+extended ahead of expiry), deletes them once the attempt is recorded, and on shutdown makes
+those of tasks put back visible at once.
 
-A message is ``{"task_id": ..., "series": n}``: the task and the scheduling (its
-``wake_version``) the message was published for. SQS delivers at least once, so a message
-whose task is no longer scheduled under that series (cancelled, finished, running, scheduled
-anew) is deleted without running anything. Any other body (not that JSON, too long, nested too
-deeply, an id that is not a UUID, a series that is not an integer the ``wake_version`` column
-holds) is malformed: deleted, counted and logged without its body, while the rest of its
-receive goes on.
+A wake-up names the task and the scheduling (its ``wake_version``, the series) it was
+published for. The queue delivers at least once, so a message whose task is no longer
+scheduled under that series (cancelled, finished, running, scheduled anew) is deleted without
+running anything. A message that is no wake-up at all is malformed: deleted, counted and
+logged without its body, while the rest of its receive goes on.
 
 A receive cut short keeps what it settled: tasks it claimed keep their slots, and on a crash or
 a stop the messages it had not settled yet are made visible again at once (after a database or
-AWS error they come back with their visibility timeout, as every receive counts towards the
+queue error they come back with their visibility timeout, as every receive counts towards the
 queue's redrive policy).
 """
 
@@ -24,33 +22,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
-import re
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from scheduler_daemon.aws.clients import AWS_ERRORS, error_code
 from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
 from scheduler_daemon.engine.executor import admit
-from scheduler_daemon.engine.leases import LeaseRegistry
+from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.limits import NO_LIMITS, QueueLimiter
-from scheduler_daemon.engine.slots import Slots
+from scheduler_daemon.engine.signals import ConsumerSignals
+from scheduler_daemon.engine.wakeups import (
+    MAX_BATCH,
+    Delivery,
+    Malformed,
+    RemoteError,
+    WakeUp,
+    WakeUpQueue,
+    describe_error,
+)
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.outbox import OutboxStore
 
-if TYPE_CHECKING:
-    from types_aiobotocore_sqs import SQSClient
-    from types_aiobotocore_sqs.type_defs import MessageTypeDef
-
-SQS_BATCH = 10
 MAX_VISIBILITY_S = 43_000  # SQS allows 12 hours (43,200 s) from the receive
 # A message due this soon is held in memory (its slot kept) and claimed at run_at; one due
 # later is made invisible until about a second before run_at.
@@ -62,10 +60,6 @@ LIMITED_RECHECK_S = 2
 # A wake-up of a task whose action this daemon does not run comes back (or goes to another
 # daemon's consumer) after this long.
 UNRUNNABLE_RECHECK_S = 5
-# A wake-up is about 80 characters; anything much longer is not one (and is not decoded).
-MAX_BODY_CHARS = 1024
-MAX_SERIES = 2**31 - 1  # wake_version is an integer column (the claim's $2::int[])
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -75,55 +69,6 @@ class ConsumerOptions:
     wait_time_s: int = 20
     visibility_timeout_s: int = 60
     pollers: int = 2
-
-
-@dataclass(frozen=True, slots=True)
-class WakeUp:
-    """A received message that parsed."""
-
-    receipt: str
-    task_id: uuid.UUID
-    series: int
-
-
-class MalformedMessage(ValueError):
-    """A body that is not a wake-up; the reason never quotes the body."""
-
-
-def parse_body(body: str) -> tuple[uuid.UUID, int]:
-    """The task id and series of a wake-up message; MalformedMessage for anything else."""
-    data = _decode(body)
-    if not isinstance(data, dict):
-        raise MalformedMessage("not a JSON object")
-    return _task_id(data.get("task_id")), _series(data.get("series"))
-
-
-def _decode(body: str) -> Any:
-    if not isinstance(body, str):
-        raise MalformedMessage("no text body")
-    if len(body) > MAX_BODY_CHARS:
-        raise MalformedMessage(f"longer than {MAX_BODY_CHARS} characters")
-    try:
-        return json.loads(body)
-    except RecursionError:
-        raise MalformedMessage("nested too deeply") from None
-    except ValueError:  # not JSON, or an integer of more digits than Python converts
-        raise MalformedMessage("not JSON") from None
-
-
-def _task_id(value: object) -> uuid.UUID:
-    if not isinstance(value, str) or _UUID.fullmatch(value) is None:
-        raise MalformedMessage("task_id is not a UUID")
-    return uuid.UUID(value)
-
-
-def _series(value: object) -> int:
-    # bool is an int subclass: true is not series 1.
-    if type(value) is not int:
-        raise MalformedMessage("series is not an integer")
-    if not 1 <= value <= MAX_SERIES:
-        raise MalformedMessage(f"series is not between 1 and {MAX_SERIES}")
-    return value
 
 
 @dataclass(slots=True)
@@ -144,13 +89,13 @@ class Messages:
 
     def __init__(
         self,
-        sqs: SQSClient,
-        registry: LeaseRegistry,
+        queue: WakeUpQueue,
+        inflight: InFlight,
         clock: Clock,
         options: Callable[[], ConsumerOptions],
     ) -> None:
-        self._sqs = sqs
-        self._registry = registry
+        self._queue = queue
+        self._inflight = inflight
         self._clock = clock
         self._options = options
         self._receipts: dict[uuid.UUID, str] = {}
@@ -193,29 +138,24 @@ class Messages:
         await self.set_visibilities([(r, seconds) for r in receipts])
 
     async def set_visibilities(self, changes: Sequence[tuple[str, int]]) -> None:
-        """Visibility timeouts of received messages, (receipt, seconds) each, 10 a call."""
+        """Visibility timeouts of received messages, (receipt, seconds) each, a batch a call."""
         queue_url = self._options().queue_url
-        for i in range(0, len(changes), SQS_BATCH):
-            chunk = changes[i : i + SQS_BATCH]
-            entries: Any = [
-                {"Id": str(n), "ReceiptHandle": r, "VisibilityTimeout": seconds}
-                for n, (r, seconds) in enumerate(chunk)
-            ]
+        for i in range(0, len(changes), MAX_BATCH):
+            chunk = changes[i : i + MAX_BATCH]
             try:
-                answer = await self._sqs.change_message_visibility_batch(
-                    QueueUrl=queue_url, Entries=entries
-                )
-            except AWS_ERRORS as exc:
+                refused = await self._queue.change_visibility(queue_url, chunk)
+            except RemoteError as exc:
                 self._log.warning("visibility_change_failed", error=str(exc), messages=len(chunk))
                 continue
-            for failed in answer.get("Failed", []):
-                code, error = failed.get("Code"), failed.get("Message")
-                self._log.warning("visibility_change_refused", code=code, error=error)
+            for failed in refused:
+                self._log.warning(
+                    "visibility_change_refused", code=failed.code, error=failed.message
+                )
 
     async def extend(self) -> None:
         """Push the expiry of every running task's message one visibility timeout ahead;
         messages whose task is no longer held (its lease was lost) are spent."""
-        for task_id in [t for t in self._receipts if t not in self._registry]:
+        for task_id in [t for t in self._receipts if t not in self._inflight]:
             self._spent.put_nowait(self._receipts.pop(task_id))
         timeout_s = self._options().visibility_timeout_s
         receipts = list(self._receipts.values())
@@ -235,7 +175,7 @@ class Messages:
     async def _delete_loop(self) -> None:
         while True:
             batch = [await self._spent.get()]
-            while len(batch) < SQS_BATCH and not self._spent.empty():
+            while len(batch) < MAX_BATCH and not self._spent.empty():
                 batch.append(self._spent.get_nowait())
             try:
                 await self._delete(batch)
@@ -250,25 +190,20 @@ class Messages:
                     self._spent.task_done()
 
     async def _delete(self, receipts: list[str]) -> None:
-        entries: Any = [{"Id": str(n), "ReceiptHandle": r} for n, r in enumerate(receipts)]
         backoff = 0.2
         for _ in range(5):
             try:
-                answer = await self._sqs.delete_message_batch(
-                    QueueUrl=self._options().queue_url, Entries=entries
-                )
-            except AWS_ERRORS as exc:
+                deleted, refused = await self._queue.delete(self._options().queue_url, receipts)
+            except RemoteError as exc:
                 self._log.warning("message_delete_failed", error=str(exc), retry_in_s=backoff)
                 await self._clock.sleep(backoff)
                 backoff *= 2
                 continue
-            self.deleted_total += len(answer.get("Successful", []))
-            for failed in answer.get("Failed", []):
+            self.deleted_total += deleted
+            for failed in refused:
                 # An old receipt (the message was received again meanwhile): the newer
                 # delivery finds the task done and deletes it.
-                self._log.info(
-                    "message_delete_refused", code=failed.get("Code"), error=failed.get("Message")
-                )
+                self._log.info("message_delete_refused", code=failed.code, error=failed.message)
             return
         # Not lost either way: the message comes back and is dropped as stale.
         self._log.warning("message_delete_abandoned", messages=len(receipts))
@@ -278,25 +213,24 @@ class Consumer:
     def __init__(
         self,
         outbox: OutboxStore,
-        sqs: SQSClient,
+        queue: WakeUpQueue,
         messages: Messages,
-        slots: Slots,
+        inflight: InFlight,
         ready: asyncio.Queue[ClaimedTask],
-        registry: LeaseRegistry,
         owner: str,
         clock: Clock,
         options: Callable[[], ConsumerOptions],
         lease_s: Callable[[], float],
         metrics: Metrics | None = None,
         limiter: QueueLimiter | None = None,
+        signals: ConsumerSignals | None = None,
     ) -> None:
         self._limiter = limiter
         self._outbox = outbox
-        self._sqs = sqs
+        self._queue = queue
         self._messages = messages
-        self._slots = slots
+        self._inflight = inflight
         self._ready = ready
-        self._registry = registry
         self._owner = owner
         self._clock = clock
         self._options = options
@@ -306,7 +240,7 @@ class Consumer:
         self._held: dict[str, WakeUp] = {}  # messages held in memory until run_at
         self._holds: set[asyncio.Task[None]] = set()
         self.claimed_total = 0
-        self.receiving = asyncio.Event()  # set once a receive call went out (tests await it)
+        self.signals = signals or ConsumerSignals()
         self.report_progress = NOOP
 
     async def run(self) -> None:
@@ -325,41 +259,36 @@ class Consumer:
     async def _poll(self) -> None:
         backoff = 0.0
         while True:
-            free = await self._slots.wait_free()
-            want = min(free, SQS_BATCH)
-            self._slots.take(want)  # reserved: other pollers see only what is left
+            free = await self._inflight.wait_free()
+            want = min(free, MAX_BATCH)
+            # Reserved (and counted as in use): other pollers see only what is left.
+            self._inflight.reserve(want)
             intake = Intake()
             try:
                 received = await self._receive(want)
                 self.report_progress()
                 backoff = 0.0
                 await self.handle(received, intake)
-            except (*AWS_ERRORS, *DB_ERRORS) as exc:
+            except (RemoteError, *DB_ERRORS) as exc:
                 # Unsettled messages come back after their visibility timeout.
                 backoff = min(max(backoff * 2, 0.2), 10.0)
-                self._log.warning(
-                    "receive_failed",
-                    error=f"{type(exc).__name__} {error_code(exc)}: {exc}",
-                    retry_in_s=backoff,
-                )
+                self._log.warning("receive_failed", error=describe_error(exc), retry_in_s=backoff)
                 await self._clock.sleep(backoff)
             except BaseException:
                 # A crash or a stop: what this receive had not settled goes back at once.
                 await self._hand_back(intake.unsettled)
                 raise
             finally:
-                self._slots.give(want - intake.kept)
+                self._inflight.unreserve(want - intake.kept)
+                self.signals.polled.emit(intake.kept)
 
-    async def _receive(self, want: int) -> list[MessageTypeDef]:
+    async def _receive(self, want: int) -> list[Delivery]:
         options = self._options()
-        self.receiving.set()
-        answer = await self._sqs.receive_message(
-            QueueUrl=options.queue_url,
-            MaxNumberOfMessages=want,
-            WaitTimeSeconds=options.wait_time_s,
-            VisibilityTimeout=options.visibility_timeout_s,
+        received = await self._queue.receive(
+            options.queue_url, want, options.wait_time_s, options.visibility_timeout_s
         )
-        return list(answer.get("Messages", []))
+        self.signals.received.emit(len(received))
+        return received
 
     async def _hand_back(self, receipts: Collection[str]) -> None:
         """Messages this daemon will not handle after all: visible again at once."""
@@ -367,32 +296,29 @@ class Consumer:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._messages.set_visibility(list(receipts), 0))
 
-    async def handle(self, received: Sequence[MessageTypeDef], intake: Intake | None = None) -> int:
+    async def handle(self, received: Sequence[Delivery], intake: Intake | None = None) -> int:
         """Claim, hold or drop received messages, each on its own: a malformed one is deleted
         and the others go on. Returns how many reserved slots they keep (claimed tasks, and
         messages held in memory until run_at); ``intake`` follows them as they settle."""
         intake = Intake() if intake is None else intake
-        intake.unsettled.update(m.get("ReceiptHandle", "") for m in received)
+        intake.unsettled.update(m.receipt for m in received)
         wakeups: list[WakeUp] = []
         for message in received:
-            receipt = message.get("ReceiptHandle", "")
-            try:
-                task_id, series = parse_body(message.get("Body", ""))
-            except MalformedMessage as exc:
-                self._malformed(message, exc)
-                self._messages.discard(receipt)
-                intake.settle([receipt])
+            if isinstance(message, Malformed):
+                self._malformed(message)
+                self._messages.discard(message.receipt)
+                intake.settle([message.receipt])
                 continue
-            wakeups.append(WakeUp(receipt, task_id, series))
+            wakeups.append(message)
         return await self.dispatch(wakeups, intake) if wakeups else intake.kept
 
-    def _malformed(self, message: MessageTypeDef, exc: MalformedMessage) -> None:
+    def _malformed(self, message: Malformed) -> None:
         # Never the body: whatever sent it may have put anything in it.
         self._log.error(
             "message_malformed",
-            reason=str(exc),
-            message_id=message.get("MessageId"),
-            body_chars=len(message.get("Body", "")),
+            reason=message.reason,
+            message_id=message.message_id,
+            body_chars=message.body_chars,
         )
         self._count("malformed")
 
@@ -481,7 +407,7 @@ class Consumer:
         receipts = [first[task.id].receipt for task in claimed]
         for task, receipt in zip(claimed, receipts, strict=True):
             self._messages.track(task.id, receipt)
-        admit(claimed, self._slots, self._registry, self._ready, self._log)
+        admit(claimed, self._inflight, self._ready, self._log, reserved=True)
         intake.kept += len(claimed)
         intake.settle(receipts)
         if claimed:
@@ -509,7 +435,7 @@ class Consumer:
             if self._held.pop(wakeup.receipt, None) is None:
                 return
             await self.dispatch([wakeup], intake)
-        except (*AWS_ERRORS, *DB_ERRORS) as exc:
+        except (RemoteError, *DB_ERRORS) as exc:
             # Not lost: the message becomes visible again after its timeout.
             self._log.warning("held_claim_failed", task_id=str(wakeup.task_id), error=str(exc))
         except asyncio.CancelledError:
@@ -520,7 +446,7 @@ class Consumer:
             self._log.exception("held_claim_crashed", task_id=str(wakeup.task_id))
             await self._hand_back(intake.unsettled)
         finally:
-            self._slots.give(1 - intake.kept)
+            self._inflight.unreserve(1 - intake.kept)
 
     def _count(self, result: str, n: int = 1) -> None:
         if self._metrics is not None:

@@ -1,40 +1,40 @@
-"""The publisher: drains the outbox into AWS.
+"""The outbox publisher: drains the outbox into the wake-up queue and schedules.
 
-A task due within ``eventbridge.schedule_after_s`` becomes an SQS message with DelaySeconds;
-a later one an EventBridge Scheduler ``at()`` schedule that sends the same message to the
-queue. Rows are picked with ``FOR UPDATE SKIP LOCKED`` and marked published in the same
-transaction, only for what AWS accepted: a row stays in the outbox until then, so an AWS
-outage delays wake-ups and loses none.
+A task due within ``eventbridge.schedule_after_s`` becomes a wake-up message delayed until
+about its time (SQS DelaySeconds in production); a later one a one-time schedule that sends
+the same message to the queue (an EventBridge Scheduler ``at()`` schedule), ``lead_s`` ahead.
+Rows are picked with ``FOR UPDATE SKIP LOCKED`` and marked published in the same transaction,
+only for what the services accepted: a row stays in the outbox until then, so an outage delays
+wake-ups and loses none. The services are reached through the port of ``engine/wakeups.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
 
 import asyncpg
 
-from scheduler_daemon.aws.clients import AWS_ERRORS, error_code, is_throttling
 from scheduler_daemon.clock import Clock, wait_event
+from scheduler_daemon.engine.signals import PublisherSignals
+from scheduler_daemon.engine.wakeups import (
+    MAX_BATCH,
+    OutgoingWakeUp,
+    RemoteError,
+    ScheduleTarget,
+    WakeUpQueue,
+    WakeUpSchedules,
+    describe_error,
+)
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.store.outbox import OutboxRow, OutboxStore, Published
 
-if TYPE_CHECKING:
-    from types_aiobotocore_scheduler import EventBridgeSchedulerClient
-    from types_aiobotocore_sqs import SQSClient
-
-MAX_DELAY_S = 900  # SQS's longest DelaySeconds
-SQS_BATCH = 10  # entries per SendMessageBatch
 CONCURRENT_CALLS = 10
-NOT_FOUND = "ResourceNotFoundException"
 MAINTENANCE_INTERVAL_S = 30.0
 STALE_BATCH = 500
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
@@ -43,7 +43,7 @@ DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 @dataclass(frozen=True, slots=True)
 class PublisherOptions:
     queue_url: str
-    target_arn: str
+    target_arn: str | None  # None: the wake-up queue itself
     group: str
     role_arn: str
     dead_letter_arn: str | None = None
@@ -55,31 +55,6 @@ class PublisherOptions:
     republish_after_s: float = 300.0
 
 
-def schedule_name(task_id: uuid.UUID, version: int) -> str:
-    """The at() schedule of one scheduling of a task: deterministic, so a repeated create
-    after a lost answer finds the first one (at most 64 characters)."""
-    return f"task-{task_id}-{version}"
-
-
-def message_body(task_id: uuid.UUID, version: int) -> str:
-    """The wake-up message: the task's id and its scheduling (``series``), never the payload."""
-    return json.dumps({"task_id": str(task_id), "series": version}, separators=(",", ":"))
-
-
-def at_expression(when: datetime) -> str:
-    """``at(yyyy-mm-ddThh:mm:ss)`` in UTC (seconds rounded up: never before ``when``)."""
-    when = when.astimezone(UTC)
-    if when.microsecond:
-        when = when.replace(microsecond=0) + timedelta(seconds=1)
-    return f"at({when:%Y-%m-%dT%H:%M:%S})"
-
-
-def delay_seconds(due_in_s: float) -> int:
-    """DelaySeconds for a task due in ``due_in_s``: whole seconds, rounded down (the message
-    arrives up to a second early and the consumer holds it to run_at)."""
-    return max(0, min(MAX_DELAY_S, math.floor(due_in_s)))
-
-
 class PublishError(Exception):
     def __init__(self, failures: Sequence[BaseException]) -> None:
         super().__init__(f"{len(failures)} AWS calls failed")
@@ -87,23 +62,24 @@ class PublishError(Exception):
 
     @property
     def throttled(self) -> bool:
-        return any(is_throttling(f) for f in self.failures)
+        return any(isinstance(f, RemoteError) and f.throttled for f in self.failures)
 
 
 class Publisher:
     def __init__(
         self,
         outbox: OutboxStore,
-        sqs: SQSClient,
-        scheduler: EventBridgeSchedulerClient,
+        queue: WakeUpQueue,
+        schedules: WakeUpSchedules,
         options: Callable[[], PublisherOptions],
         clock: Clock,
         poll_interval_s: Callable[[], float],
         metrics: Metrics | None = None,
+        signals: PublisherSignals | None = None,
     ) -> None:
         self._outbox = outbox
-        self._sqs = sqs
-        self._scheduler = scheduler
+        self._queue = queue
+        self._schedules = schedules
         self._options = options
         self._clock = clock
         self._poll_interval_s = poll_interval_s
@@ -112,7 +88,7 @@ class Publisher:
         self._log = get_logger("publisher")
         self._calls = asyncio.Semaphore(CONCURRENT_CALLS)
         self.published_total = 0
-        self.idle = asyncio.Event()  # set while the outbox is drained (tests await it)
+        self.signals = signals or PublisherSignals()
         self.report_progress = NOOP
 
     def notify(self, _delay_s: float | None = None) -> None:
@@ -130,9 +106,8 @@ class Publisher:
                     await self.maintain()
                     next_maintenance = self._clock.monotonic() + MAINTENANCE_INTERVAL_S
                 picked = await self.publish_once()
-            except (PublishError, *AWS_ERRORS, *DB_ERRORS) as exc:
-                self.idle.clear()
-                throttled = (isinstance(exc, PublishError) and exc.throttled) or is_throttling(exc)
+            except (PublishError, RemoteError, *DB_ERRORS) as exc:
+                throttled = isinstance(exc, PublishError | RemoteError) and exc.throttled
                 backoff = min(max(backoff * 2, 1.0 if throttled else 0.2), 30.0)
                 self._log.warning(
                     "publish_failed",
@@ -145,13 +120,13 @@ class Publisher:
             backoff = 0.0
             if picked >= self._options().batch_size:
                 continue  # more waiting
-            self.idle.set()
-            await wait_event(self._wake, self._clock, self._poll_interval_s())
-            self.idle.clear()
+            wait = self._poll_interval_s()
+            self.signals.slept.emit(wait)
+            await wait_event(self._wake, self._clock, wait)
 
     async def publish_once(self) -> int:
         """One pass over the outbox; returns how many rows it picked. Raises PublishError
-        (after committing what AWS accepted) when some calls failed."""
+        (after committing what the services accepted) when some calls failed."""
         options = self._options()
         async with self._outbox.batch(options.batch_size) as batch:
             if not batch.rows:
@@ -159,6 +134,7 @@ class Publisher:
             published, failures = await self._publish(batch.rows, options)
             await batch.mark(published)
         self._count(published)
+        self.signals.published.emit(len(batch.rows))
         if failures:
             raise PublishError(failures)
         return len(batch.rows)
@@ -213,8 +189,8 @@ class Publisher:
         soon = [r for r in todo if r.due_in_s <= options.schedule_after_s]
         later = [r for r in todo if r.due_in_s > options.schedule_after_s]
         calls: list[Awaitable[list[Published]]] = [
-            self._send_messages(soon[i : i + SQS_BATCH], options)
-            for i in range(0, len(soon), SQS_BATCH)
+            self._send_messages(soon[i : i + MAX_BATCH], options)
+            for i in range(0, len(soon), MAX_BATCH)
         ]
         calls += [self._create_schedule(r, options) for r in later]
         for answer in await asyncio.gather(*calls, return_exceptions=True):
@@ -229,72 +205,36 @@ class Publisher:
     async def _send_messages(
         self, rows: Sequence[OutboxRow], options: PublisherOptions
     ) -> list[Published]:
-        entries: list[Any] = [
-            {
-                "Id": str(i),
-                "MessageBody": message_body(r.task_id, r.version),
-                "DelaySeconds": delay_seconds(r.due_in_s),
-            }
-            for i, r in enumerate(rows)
-        ]
+        wakeups = [OutgoingWakeUp(r.task_id, r.version, r.due_in_s) for r in rows]
         async with self._calls:
-            answer = await self._sqs.send_message_batch(QueueUrl=options.queue_url, Entries=entries)
-        sent = {int(e["Id"]) for e in answer.get("Successful", [])}
-        failed = answer.get("Failed", [])
-        if failed:
-            first = failed[0]
+            sent, refused = await self._queue.send(options.queue_url, wakeups)
+        if refused:
+            first = refused[0]
             self._log.warning(
-                "messages_refused",
-                count=len(failed),
-                code=first.get("Code"),
-                error=first.get("Message"),
+                "messages_refused", count=len(refused), code=first.code, error=first.message
             )
             if self._metrics is not None:
-                self._metrics.outbox_errors.labels(str(first.get("Code", ""))).inc(len(failed))
-        return [Published(rows[i].task_id, rows[i].version, None) for i in sorted(sent)]
+                self._metrics.outbox_errors.labels(str(first.code or "")).inc(len(refused))
+        return [Published(rows[i].task_id, rows[i].version, None) for i in sent]
 
     async def _create_schedule(self, row: OutboxRow, options: PublisherOptions) -> list[Published]:
-        name = schedule_name(row.task_id, row.version)
-        target: Any = {
-            "Arn": options.target_arn,
-            "RoleArn": options.role_arn,
-            "Input": message_body(row.task_id, row.version),
-            "RetryPolicy": {
-                "MaximumRetryAttempts": options.max_retry_attempts,
-                "MaximumEventAgeInSeconds": options.max_event_age_s,
-            },
-        }
-        if options.dead_letter_arn:
-            target["DeadLetterConfig"] = {"Arn": options.dead_letter_arn}
+        target = ScheduleTarget(
+            queue_url=options.queue_url,
+            group=options.group,
+            role_arn=options.role_arn,
+            arn=options.target_arn,
+            dead_letter_arn=options.dead_letter_arn,
+            max_retry_attempts=options.max_retry_attempts,
+            max_event_age_s=options.max_event_age_s,
+        )
         fire_at = row.run_at - timedelta(seconds=options.lead_s)
-        try:
-            async with self._calls:
-                await self._scheduler.create_schedule(
-                    Name=name,
-                    GroupName=options.group,
-                    ScheduleExpression=at_expression(fire_at),
-                    ScheduleExpressionTimezone="UTC",
-                    FlexibleTimeWindow={"Mode": "OFF"},
-                    ActionAfterCompletion="DELETE",
-                    ClientToken=name,
-                    Description=f"scheduler-daemon task {row.task_id}",
-                    Target=target,
-                )
-        except AWS_ERRORS as exc:
-            # Created by an earlier pass whose commit was lost: the name is this version's.
-            if error_code(exc) != "ConflictException":
-                raise
+        async with self._calls:
+            name = await self._schedules.create(row.task_id, row.version, fire_at, target)
         return [Published(row.task_id, row.version, name)]
 
     async def _delete_schedule(self, name: str, options: PublisherOptions) -> None:
-        try:
-            async with self._calls:
-                await self._scheduler.delete_schedule(
-                    Name=name, GroupName=options.group, ClientToken=f"delete-{name}"[:64]
-                )
-        except AWS_ERRORS as exc:
-            if error_code(exc) != NOT_FOUND:  # fired and deleted itself, or never created
-                raise
+        async with self._calls:
+            await self._schedules.delete(name, options.group)
         if self._metrics is not None:
             self._metrics.outbox_published.labels("schedule_deleted").inc()
 
@@ -312,5 +252,4 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, PublishError):
         first = exc.failures[0]
         return f"{exc}; first: {_describe(first)}"
-    code = error_code(exc)
-    return f"{type(exc).__name__}{f' {code}' if code else ''}: {exc}"
+    return describe_error(exc)
