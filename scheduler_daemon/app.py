@@ -49,7 +49,7 @@ from scheduler_daemon.reload import Reloader, ReloadOutcome, describe
 from scheduler_daemon.settings import Settings, WebhookSettings, load_settings
 from scheduler_daemon.store.embedded import start_embedded
 from scheduler_daemon.store.listener import NotificationListener
-from scheduler_daemon.store.outbox import OutboxStore
+from scheduler_daemon.store.outbox import PostgresOutboxStore
 from scheduler_daemon.store.postgres import (
     LazyPool,
     PostgresStore,
@@ -323,7 +323,7 @@ class Daemon:
             # The AWS stack (aiobotocore and its service models) loads only with this backend.
             from scheduler_daemon.aws.adapter import connect
 
-            outbox = OutboxStore(store.pool, store.runnable)
+            outbox = PostgresOutboxStore(store.pool, store.runnable)
             metrics.track_outbox(outbox.count_pending)
             wakeups = await stack.enter_async_context(connect(s.aws.region, s.aws.endpoint_url))
             aws = eventbridge_backend(

@@ -19,7 +19,7 @@ from scheduler_daemon.engine.sqs_consumer import Consumer, ConsumerOptions, Mess
 from scheduler_daemon.engine.wakeups import WakeUpQueue, WakeUpSchedules
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import Settings
-from scheduler_daemon.store.outbox import OutboxStore
+from scheduler_daemon.store.base import OutboxStore
 
 
 def publisher_options(s: Settings) -> PublisherOptions:

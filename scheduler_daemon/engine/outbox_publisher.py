@@ -32,7 +32,7 @@ from scheduler_daemon.engine.wakeups import (
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
-from scheduler_daemon.store.outbox import OutboxRow, OutboxStore, Published
+from scheduler_daemon.store.base import OutboxRow, OutboxStore, Published
 
 CONCURRENT_CALLS = 10
 MAINTENANCE_INTERVAL_S = 30.0

@@ -47,7 +47,7 @@ from scheduler_daemon.engine.wakeups import (
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
-from scheduler_daemon.store.outbox import OutboxStore
+from scheduler_daemon.store.base import OutboxStore
 
 MAX_VISIBILITY_S = 43_000  # SQS allows 12 hours (43,200 s) from the receive
 # A message due this soon is held in memory (its slot kept) and claimed at run_at; one due

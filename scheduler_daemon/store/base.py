@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -234,3 +235,97 @@ class PruneStore(Protocol):
     async def prune(
         self, completed_after_s: float, failed_after_s: float, limit: int, archive: bool
     ) -> int: ...
+
+
+# -- the eventbridge backend: the outbox and the claims of received wake-ups ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A task whose wake-up is to be published, or whose schedule is to be deleted."""
+
+    task_id: uuid.UUID
+    status: TaskStatus
+    run_at: datetime
+    due_in_s: float  # on the database's clock
+    version: int  # wake_version
+    published_version: int
+    schedule: str | None  # an at() schedule that may exist for the task
+
+    @property
+    def needs_publishing(self) -> bool:
+        return self.status is TaskStatus.SCHEDULED and self.published_version != self.version
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What AWS accepted for one row: the version now published (None: unchanged) and the
+    schedule that exists for the task afterwards (None: none)."""
+
+    task_id: uuid.UUID
+    version: int | None
+    schedule: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTask:
+    """The state of a received message's task, when it was not claimed."""
+
+    status: TaskStatus
+    version: int
+    due_in_s: float
+    queue: str = "default"
+    paused: bool = False
+    runnable: bool = True  # this daemon runs the task's action
+
+
+class OutboxBatch(Protocol):
+    """Rows picked by one publisher pass, locked until the pass ends."""
+
+    @property
+    def rows(self) -> Sequence[OutboxRow]: ...
+
+    async def mark(self, published: Sequence[Published]) -> None: ...
+
+
+class DeletionBatch(Protocol):
+    """Names of at() schedules left behind by deleted tasks, locked until the pass ends."""
+
+    @property
+    def names(self) -> Sequence[str]: ...
+
+    async def done(self, names: Sequence[str]) -> None: ...
+
+
+class OutboxStore(Protocol):
+    """What the outbox publisher and the SQS consumer need."""
+
+    def batch(self, limit: int) -> AbstractAsyncContextManager[OutboxBatch]: ...
+
+    def deletions(self, limit: int) -> AbstractAsyncContextManager[DeletionBatch]: ...
+
+    async def count_pending(self) -> int: ...
+
+    async def republish_stale(self, older_than_s: float, limit: int) -> list[uuid.UUID]: ...
+
+    async def claim_messages(
+        self,
+        owner: str,
+        messages: Sequence[tuple[uuid.UUID, int]],
+        lease_s: float,
+        exclude: Sequence[str] = (),
+    ) -> list[ClaimedTask]: ...
+
+    async def claim_queue_messages(
+        self,
+        owner: str,
+        queue: str,
+        messages: Sequence[tuple[uuid.UUID, int]],
+        limit: int,
+        lease_s: float,
+        global_limit: int | None,
+    ) -> list[ClaimedTask]: ...
+
+    async def deferred(self, ids: Sequence[uuid.UUID]) -> None: ...
+
+    async def message_tasks(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, MessageTask]: ...

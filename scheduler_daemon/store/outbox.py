@@ -6,56 +6,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
 from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
 from scheduler_daemon.store import queries
+from scheduler_daemon.store.base import MessageTask, OutboxRow, Published
 from scheduler_daemon.store.postgres import claimed_tasks
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    """A task whose wake-up is to be published, or whose schedule is to be deleted."""
-
-    task_id: uuid.UUID
-    status: TaskStatus
-    run_at: datetime
-    due_in_s: float  # on the database's clock
-    version: int  # wake_version
-    published_version: int
-    schedule: str | None  # an at() schedule that may exist for the task
-
-    @property
-    def needs_publishing(self) -> bool:
-        return self.status is TaskStatus.SCHEDULED and self.published_version != self.version
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """What AWS accepted for one row: the version now published (None: unchanged) and the
-    schedule that exists for the task afterwards (None: none)."""
-
-    task_id: uuid.UUID
-    version: int | None
-    schedule: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class MessageTask:
-    """The state of a received message's task, when it was not claimed."""
-
-    status: TaskStatus
-    version: int
-    due_in_s: float
-    queue: str = "default"
-    paused: bool = False
-    runnable: bool = True  # this daemon runs the task's action
-
-
-class OutboxBatch:
+class PostgresOutboxBatch:
     """Rows picked by one publisher pass; their locks are held until the pass ends."""
 
     def __init__(self, conn: asyncpg.pool.PoolConnectionProxy, rows: list[OutboxRow]) -> None:
@@ -73,7 +33,7 @@ class OutboxBatch:
         )
 
 
-class DeletionBatch:
+class PostgresDeletionBatch:
     def __init__(self, conn: asyncpg.pool.PoolConnectionProxy, names: list[str]) -> None:
         self._conn = conn
         self.names = names
@@ -83,7 +43,7 @@ class DeletionBatch:
             await self._conn.execute(queries.DELETE_SCHEDULE_DELETIONS, list(names))
 
 
-class OutboxStore:
+class PostgresOutboxStore:
     """``runnable``: the actions the consumer may claim (None: every action); a wake-up of a
     task of another action is not claimed here (see MessageTask.runnable)."""
 
@@ -92,11 +52,11 @@ class OutboxStore:
         self.runnable = None if runnable is None else sorted(runnable)
 
     @asynccontextmanager
-    async def batch(self, limit: int) -> AsyncIterator[OutboxBatch]:
+    async def batch(self, limit: int) -> AsyncIterator[PostgresOutboxBatch]:
         """Pick up to ``limit`` outbox rows in a transaction that commits on exit."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(queries.PICK_OUTBOX, limit)
-            yield OutboxBatch(
+            yield PostgresOutboxBatch(
                 conn,
                 [
                     OutboxRow(
@@ -113,11 +73,11 @@ class OutboxStore:
             )
 
     @asynccontextmanager
-    async def deletions(self, limit: int) -> AsyncIterator[DeletionBatch]:
+    async def deletions(self, limit: int) -> AsyncIterator[PostgresDeletionBatch]:
         """Schedules of deleted tasks, locked until the batch ends."""
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(queries.PICK_SCHEDULE_DELETIONS, limit)
-            yield DeletionBatch(conn, [r["name"] for r in rows])
+            yield PostgresDeletionBatch(conn, [r["name"] for r in rows])
 
     async def count_pending(self) -> int:
         value: int = await self.pool.fetchval(queries.COUNT_OUTBOX)

@@ -17,7 +17,7 @@ from scheduler_daemon.engine.sqs_consumer import Consumer, ConsumerOptions, Mess
 from scheduler_daemon.engine.wakeups import WakeUp
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import QueueLimits
-from scheduler_daemon.store.outbox import OutboxStore
+from scheduler_daemon.store.outbox import PostgresOutboxStore
 from scheduler_daemon.store.postgres import PostgresStore
 from scheduler_daemon.store.queues import PostgresQueueStore
 from tests.aws import REGION, AwsResources
@@ -40,7 +40,7 @@ async def test_paused_and_limited_wakeups_are_deferred(
     options = ConsumerOptions(queue_url=aws.queue_url, wait_time_s=1, visibility_timeout_s=30)
     async with sqs_client(REGION, aws.endpoint_url) as sqs:
         consumer = Consumer(
-            OutboxStore(store.pool),
+            PostgresOutboxStore(store.pool),
             SqsWakeUpQueue(sqs),
             Messages(SqsWakeUpQueue(sqs), inflight, clock, lambda: options),
             inflight,

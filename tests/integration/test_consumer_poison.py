@@ -31,7 +31,7 @@ from scheduler_daemon.engine.sqs_consumer import ConsumerOptions, Messages
 from scheduler_daemon.engine.wakeups import Delivery
 from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.settings import QueueLimits, Settings
-from scheduler_daemon.store.outbox import OutboxStore
+from scheduler_daemon.store.outbox import PostgresOutboxStore
 from scheduler_daemon.store.postgres import PostgresStore, create_pool
 from tests.aws import REGION, ROLE_ARN, AwsResources, outage_proxy, queue_depth
 from tests.fakes import FakeClock, claimed_task
@@ -115,7 +115,7 @@ def settings_for(aws: AwsResources) -> Settings:
 @contextlib.asynccontextmanager
 async def rig_for(
     aws: AwsResources,
-    outbox: OutboxStore,
+    outbox: PostgresOutboxStore,
     limits: dict[str, QueueLimits] | None = None,
 ) -> AsyncIterator[Rig]:
     clock = SystemClock()
@@ -205,7 +205,7 @@ async def test_poison_in_a_receive_is_deleted_and_the_good_messages_are_claimed(
     good = await create_due(store, 10 - len(poison))
     (victim,) = await create_due(store, 1)  # named by the poison, with a series it never had
     bodies = [message_body(t, 1) for t in good] + [make(victim) for make in poison.values()]
-    async with rig_for(aws, OutboxStore(store.pool)) as rig:
+    async with rig_for(aws, PostgresOutboxStore(store.pool)) as rig:
         await rig.send(bodies)
         received = await rig.receive(10)
         rig.inflight.reserve(10)  # as a poller does before its receive
@@ -235,7 +235,7 @@ async def test_the_running_consumer_claims_the_good_messages_of_a_poisoned_recei
     good = await create_due(store, 6)
     (victim,) = await create_due(store, 1)
     poison = [make(victim) for make in DECODE_POISON.values()]
-    async with rig_for(aws, OutboxStore(store.pool)) as rig:
+    async with rig_for(aws, PostgresOutboxStore(store.pool)) as rig:
         await rig.send([*poison[:2], *(message_body(t, 1) for t in good), *poison[2:]])
         with capture_logs() as logs:
             async with consuming(rig) as consumer:
@@ -283,7 +283,7 @@ async def test_a_database_error_mid_receive_keeps_the_slots_of_tasks_it_started(
     limits = {"api": QueueLimits(global_concurrency=1)}
     try:
         async with (
-            rig_for(aws, OutboxStore(pool), limits) as rig,
+            rig_for(aws, PostgresOutboxStore(pool), limits) as rig,
             queue_locked(database_url, "api"),
         ):
             await rig.send([message_body(free, 1), message_body(limited, 1)])
@@ -308,7 +308,7 @@ async def test_a_stop_mid_receive_gives_back_the_unsettled_messages_at_once(
     (limited,) = await create_due(store, 1, queue="api")
     limits = {"api": QueueLimits(global_concurrency=1)}
     async with (
-        rig_for(aws, OutboxStore(store.pool), limits) as rig,
+        rig_for(aws, PostgresOutboxStore(store.pool), limits) as rig,
         queue_locked(database_url, "api"),
     ):
         await rig.send([message_body(free, 1), message_body(limited, 1)])

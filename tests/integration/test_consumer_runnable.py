@@ -15,7 +15,7 @@ from scheduler_daemon.engine.inflight import InFlight
 from scheduler_daemon.engine.sqs_consumer import Consumer, ConsumerOptions, Messages
 from scheduler_daemon.engine.wakeups import WakeUp
 from scheduler_daemon.metrics import Metrics
-from scheduler_daemon.store.outbox import OutboxStore
+from scheduler_daemon.store.outbox import PostgresOutboxStore
 from scheduler_daemon.store.postgres import PostgresStore
 from tests.aws import REGION, AwsResources
 
@@ -34,7 +34,7 @@ async def test_a_wakeup_of_an_action_this_daemon_does_not_run_is_deferred(
     options = ConsumerOptions(queue_url=aws.queue_url, wait_time_s=1, visibility_timeout_s=30)
     async with sqs_client(REGION, aws.endpoint_url) as sqs:
         consumer = Consumer(
-            OutboxStore(store.pool, runnable=["noop", "webhook"]),
+            PostgresOutboxStore(store.pool, runnable=["noop", "webhook"]),
             SqsWakeUpQueue(sqs),
             Messages(SqsWakeUpQueue(sqs), inflight, clock, lambda: options),
             inflight,

@@ -18,9 +18,10 @@ import structlog
 from scheduler_daemon.clock import SystemClock
 from scheduler_daemon.domain.models import ClaimedTask, NewTask
 from scheduler_daemon.engine.inflight import InFlight
-from scheduler_daemon.engine.lease_keeper import APPLICATION_NAME, LeaseKeeper
+from scheduler_daemon.engine.lease_keeper import LeaseKeeper
 from scheduler_daemon.engine.watchdog import LoopBlockDetector, attempt_task_name
 from scheduler_daemon.settings import WatchdogSettings
+from scheduler_daemon.store.keeper import APPLICATION_NAME, KeeperConnection
 from scheduler_daemon.store.postgres import PostgresStore
 from tests.fakes import claimed_task
 from tests.integration.serve import eventually
@@ -243,11 +244,9 @@ async def test_presence_and_renewals_share_the_keeper_connection_one_at_a_time(
     # connection, not two.
     import asyncpg
 
-    from scheduler_daemon.engine.lease_keeper import _Connection
-
     await store.create_task(NewTask(action="log", payload={}))
     [claimed] = await store.claim(OWNER, 1, 30.0)
-    connection = _Connection(database_url, lambda: 10.0)
+    connection = KeeperConnection(database_url, lambda: 10.0)
     await asyncio.gather(connection.open(), connection.register(OWNER, ["log"]))
     assert connection.opened == 1
     blocker = await asyncpg.connect(database_url)

@@ -12,7 +12,7 @@ import asyncpg
 from scheduler_daemon.domain.models import NewTask
 from scheduler_daemon.settings import Settings
 from scheduler_daemon.store import queries
-from scheduler_daemon.store.outbox import OutboxStore
+from scheduler_daemon.store.outbox import PostgresOutboxStore
 from scheduler_daemon.store.postgres import NOTIFY_CHANNEL, PostgresStore
 from scheduler_daemon.store.queues import PostgresQueueStore
 from tests.integration.serve import serve_api
@@ -171,7 +171,7 @@ async def test_queue_listing_counts(store: PostgresStore, pool: asyncpg.Pool) ->
 
 
 async def test_wakeups_of_paused_and_limited_queues(store: PostgresStore) -> None:
-    outbox = OutboxStore(store.pool)
+    outbox = PostgresOutboxStore(store.pool)
     queues = PostgresQueueStore(store.pool)
     (paused_id,) = await _add(store, "held", 1)
     limited = await _add(store, "api", 3)
