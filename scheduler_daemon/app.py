@@ -10,9 +10,9 @@ import secrets
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from aiohttp import web
@@ -22,34 +22,17 @@ from scheduler_daemon.actions.guard import GuardPolicy
 from scheduler_daemon.actions.simple import LogAction, NoopAction
 from scheduler_daemon.actions.sqs import SqsAction, SqsOptions
 from scheduler_daemon.actions.webhook import WebhookAction, WebhookOptions
-from scheduler_daemon.alerts import Alerter
 from scheduler_daemon.api.app import create_app
 from scheduler_daemon.api.context import ApiContext
 from scheduler_daemon.clock import Clock, SystemClock
-from scheduler_daemon.domain.models import AttemptResult, ClaimedTask
-from scheduler_daemon.engine.completer import Completer
-from scheduler_daemon.engine.discovery import Discovery
-from scheduler_daemon.engine.eventbridge import EventBridgeBackend, eventbridge_backend
-from scheduler_daemon.engine.executor import Executor
-from scheduler_daemon.engine.expander import Expander
+from scheduler_daemon.domain.models import AttemptResult
 from scheduler_daemon.engine.inflight import InFlight
-from scheduler_daemon.engine.lease_keeper import LeaseKeeper
-from scheduler_daemon.engine.leases import Rescuer
-from scheduler_daemon.engine.limits import QueueLimiter
-from scheduler_daemon.engine.presence import Presence
-from scheduler_daemon.engine.pruner import Pruner
-from scheduler_daemon.engine.retries import RetryPolicies
-from scheduler_daemon.engine.supervisor import Supervisor
-from scheduler_daemon.engine.watchdog import LoopBlockDetector, Watchdog
+from scheduler_daemon.engine.lifecycle import Loop, Step, Stoppable, drain, start, stop_loop
 from scheduler_daemon.handlers import load_handlers
-from scheduler_daemon.health import Health
 from scheduler_daemon.logs import configure_logging, get_logger
-from scheduler_daemon.metrics import Metrics
 from scheduler_daemon.reload import Reloader, ReloadOutcome, describe
 from scheduler_daemon.settings import Settings, WebhookSettings, load_settings
 from scheduler_daemon.store.embedded import start_embedded
-from scheduler_daemon.store.listener import NotificationListener
-from scheduler_daemon.store.outbox import PostgresOutboxStore
 from scheduler_daemon.store.postgres import (
     LazyPool,
     PostgresStore,
@@ -57,9 +40,7 @@ from scheduler_daemon.store.postgres import (
     migrate_database,
 )
 from scheduler_daemon.store.queues import PostgresQueueStore
-from scheduler_daemon.store.retention import PostgresRetentionStore
-from scheduler_daemon.store.schedules import PostgresScheduleStore
-from scheduler_daemon.store.workers import PostgresWorkerStore
+from scheduler_daemon.wiring import Components, Inputs, build
 
 log = get_logger("daemon")
 
@@ -263,142 +244,39 @@ class Daemon:
         actions: ActionRegistry,
         handler_pool: LazyPool,
     ) -> None:
-        s = self.settings
-        clock = self.clock
         await actions.start(store.runnable)
-        ready: asyncio.Queue[ClaimedTask] = asyncio.Queue()
-        results: asyncio.Queue[AttemptResult] = asyncio.Queue()
-        # Claimed and not yet recorded: the slots, the per-queue counts and the held leases.
-        inflight = InFlight(s.executor.concurrency, clock)
-        backoff = RetryPolicies(lambda: self.settings).backoff
-        metrics = Metrics(now=clock.now)
-        # Busy: running attempts plus the slots the SQS pollers have reserved for a receive.
-        metrics.track_slots(lambda: inflight.in_use, lambda: inflight.capacity)
-        metrics.track_pool(lambda: store.pool.get_size() - store.pool.get_idle_size())
-        metrics.track_due(store.count_due)
-        workers = PostgresWorkerStore(store.pool)
-        metrics.track_unrunnable(workers.unrunnable_by_action)
-        # Alerts: channels, windows and the guard follow reloads.
-        alerter = Alerter(
-            lambda: self.settings.alerts,
+        inputs = Inputs(
+            self.reloader,
             self.owner,
-            clock,
-            guard=lambda: guard_policy(self.settings.webhook),
-            metrics=metrics,
-        )
-
-        limiter = QueueLimiter(lambda: self.settings.queues, inflight, clock)
-        discovery = Discovery(
+            self.clock,
+            dsn,
             store,
-            inflight,
-            ready,
-            self.owner,
-            clock,
-            batch_size=lambda: self.settings.discovery.batch_size,
-            poll_interval_s=lambda: self.settings.discovery.poll_interval_s,
-            lease_s=lambda: self.settings.executor.lease_s,
-            metrics=metrics,
-            limiter=limiter,
-        )
-        schedules = PostgresScheduleStore(store.pool)
-        expander = Expander(
-            schedules,
-            clock,
-            horizon_s=lambda: self.settings.expander.horizon_s,
-            batch_size=lambda: self.settings.expander.batch_size,
-            poll_interval_s=lambda: self.settings.expander.poll_interval_s,
-            alerts=alerter.emit,
-        )
-        executor = Executor(
             actions,
-            ready,
-            results,
-            inflight,
-            clock,
-            backoff,
-            handler_pool.transaction,
+            handler_pool,
+            guard=lambda: guard_policy(self.settings.webhook),
         )
-        aws: EventBridgeBackend | None = None
-        if s.scheduling.backend == "eventbridge":
-            # The AWS stack (aiobotocore and its service models) loads only with this backend.
-            from scheduler_daemon.aws.adapter import connect
+        c = await build(inputs, stack)
+        self._follow_reloads(c)
+        runner = await self._start_http(c, store, actions)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            async with c.core.supervisor:
+                c.recording.keeper.start()  # its own thread, renewing what discovery claims
+                start(c.core.supervisor, loops(c))
+                await self._until_stopped(c)
+                await drain(self._drain_steps(c, store))
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await runner.cleanup()
+            await actions.close()
 
-            outbox = PostgresOutboxStore(store.pool, store.runnable)
-            metrics.track_outbox(outbox.count_pending)
-            wakeups = await stack.enter_async_context(connect(s.aws.region, s.aws.endpoint_url))
-            aws = eventbridge_backend(
-                lambda: self.settings,
-                wakeups.queue,
-                wakeups.schedules,
-                outbox,
-                inflight,
-                ready,
-                self.owner,
-                clock,
-                metrics,
-                limiter,
-            )
-        listener = NotificationListener(
-            dsn,
-            discovery.notify if aws is None else aws.publisher.notify,
-            clock,
-            on_schedules=expander.notify,
-        )
-        completer = Completer(
-            store,
-            results,
-            inflight,
-            self.owner,
-            clock,
-            metrics,
-            on_recorded=None if aws is None else aws.messages.recorded,
-            alerts=alerter.emit,
-        )
-        # Leases are renewed from a thread of their own (its own loop and connection), so
-        # that a handler holding this loop cannot make them lapse; the same thread reports a
-        # block of this loop while it lasts.
-        blocks = LoopBlockDetector(
-            asyncio.get_running_loop(), lambda: self.settings.watchdog, clock
-        )
-        keeper = LeaseKeeper(
-            dsn,
-            inflight,
-            self.owner,
-            clock,
-            lease_s=lambda: self.settings.executor.lease_s,
-            interval_s=lambda: self.settings.executor.heartbeat_interval_s,
-        )
-        # This daemon's row in workers (the actions it runs) is kept by the keeper's thread
-        # too, on its connection: the main loop's pool is left to claims and completions.
-        presence = Presence(keeper.connection, self.owner, store.runnable or [], clock)
-        keeper.run_also(blocks.run, presence.run)
-        keeper.on_stop(presence.leave)
-        stack.push_async_callback(keeper.stop)  # whatever ends the daemon, the thread ends
-        rescuer = Rescuer(
-            store,
-            clock,
-            interval_s=lambda: max(self.settings.executor.lease_s / 4, 0.5),
-            metrics=metrics,
-            alerts=alerter.emit,
-        )
-
-        pruner = Pruner(
-            PostgresRetentionStore(store.pool),
-            clock,
-            lambda: self.settings.retention,
-            metrics=metrics,
-        )
-        supervisor = Supervisor(clock)
-        watchdog = Watchdog(clock, lambda: self.settings.watchdog, alerts=alerter.emit)
-        metrics.event_loop_lag.set_function(lambda: watchdog.lag_s)
-        self._watch(
-            watchdog, inflight, results, discovery, expander, completer, keeper, rescuer, aws
-        )
-        health = Health(
-            store,
-            listener.connected.is_set,
-            lambda: [*supervisor.unhealthy(), *watchdog.problems(), *keeper.problems()],
-        )
+    def _follow_reloads(self, c: Components) -> None:
+        """What a reload changes beyond what the components read through ``live``."""
+        metrics, inflight, executor = c.core.metrics, c.core.inflight, c.claiming.executor
         self.reloader.on_result = lambda result: metrics.config_reloads.labels(result).inc()
 
         def apply(old: Settings, new: Settings) -> None:
@@ -409,18 +287,23 @@ class Daemon:
                 executor.resize()
 
         self.reloader.subscribe(apply)
+
+    async def _start_http(
+        self, c: Components, store: PostgresStore, actions: ActionRegistry
+    ) -> web.AppRunner:
+        s = self.settings
         app = create_app(
             ApiContext(
                 store,
                 actions,
-                health,
+                c.health,
                 lambda: self.settings,
-                schedules,
+                c.core.schedules,
                 config_loaded_at=lambda: self.reloader.loaded_at,
                 queues=PostgresQueueStore(store.pool),
-                workers=workers,
+                workers=c.core.workers,
             ),
-            metrics,
+            c.core.metrics,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -435,107 +318,43 @@ class Daemon:
                 reason="no http.tokens configured: requests need no token",
                 loopback_only=s.http.loopback,
             )
+        return runner
 
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
-        try:
-            async with supervisor:
-                supervisor.start("alerter", alerter.run)
-                supervisor.start("listener", listener.run)
-                supervisor.start("completer", completer.run)
-                supervisor.start("executor", executor.run)
-                keeper.start()
-                supervisor.start("rescuer", rescuer.run)
-                if aws is None:
-                    supervisor.start("discovery", discovery.run)
-                else:
-                    supervisor.start("publisher", aws.publisher.run)
-                    supervisor.start("sqs_messages", aws.messages.run)
-                    supervisor.start("consumer", aws.consumer.run)
-                supervisor.start("expander", expander.run)
-                supervisor.start("watchdog", watchdog.run)
-                supervisor.start("pruner", pruner.run)
-                # Ready once the LISTEN connection is up (or a stop came first).
-                await _first(listener.connected.wait(), self._stop.wait())
-                health.started = True
-                # What start-up made (modules, the app, the components) lives as long as the
-                # process: out of the collector's sight, a full collection only walks what
-                # tasks made since, and no longer stalls the loop for tens of milliseconds.
-                gc.freeze()
-                log.info("daemon_started", owner=self.owner, concurrency=s.executor.concurrency)
-                await self._stop.wait()
+    async def _until_stopped(self, c: Components) -> None:
+        """Ready once the LISTEN connection is up (or a stop came first); then serve until a
+        stop is asked for."""
+        await _first(c.recording.listener.connected.wait(), self._stop.wait())
+        c.health.started = True
+        # What start-up made (modules, the app, the components) lives as long as the process:
+        # out of the collector's sight, a full collection only walks what tasks made since,
+        # and no longer stalls the loop for tens of milliseconds.
+        gc.freeze()
+        concurrency = self.settings.executor.concurrency
+        log.info("daemon_started", owner=self.owner, concurrency=concurrency)
+        await self._stop.wait()
+        c.health.draining = True
+        grace_s = self.settings.shutdown.grace_s
+        log.info("drain_started", in_flight=len(c.core.inflight), grace_s=grace_s)
 
-                health.draining = True
-                log.info("drain_started", in_flight=len(inflight), grace_s=s.shutdown.grace_s)
-                await supervisor.stop("expander")
-                await supervisor.stop("discovery" if aws is None else "consumer")
-                try:
-                    async with asyncio.timeout(s.shutdown.grace_s):
-                        await inflight.wait_idle()
-                except TimeoutError:
-                    log.warning("drain_grace_expired", still_running=inflight.in_use)
-                await supervisor.stop("executor")
-                try:
-                    async with asyncio.timeout(max(s.shutdown.grace_s, 5.0)):
-                        await completer.flush()
-                except TimeoutError:
-                    log.error("drain_flush_expired", unrecorded=results.qsize())
-                await supervisor.stop("completer")
-                released = await self._release(store, inflight)
-                # Nothing is held any more (or the release failed: the leases lapse, and
-                # another daemon's rescuer takes the tasks over).
-                await keeper.stop()
-                if aws is not None:
-                    await aws.drained(released, timeout_s=5.0)
-                    await supervisor.stop("sqs_messages")
-                    await supervisor.stop("publisher")
-                # The last alerts (the completer's, what the windows held) get a moment.
-                await alerter.drain(timeout_s=ALERTS_DRAIN_S)
-                await supervisor.stop("alerter")
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-            await runner.cleanup()
-            await actions.close()
+    def _drain_steps(self, c: Components, store: PostgresStore) -> list[Step]:
+        released: list[uuid.UUID] = []
 
-    def _watch(
-        self,
-        watchdog: Watchdog,
-        inflight: InFlight,
-        results: asyncio.Queue[AttemptResult],
-        discovery: Discovery,
-        expander: Expander,
-        completer: Completer,
-        keeper: LeaseKeeper,
-        rescuer: Rescuer,
-        aws: EventBridgeBackend | None,
-    ) -> None:
-        """Each loop reports its progress to the watchdog; each may be quiet for its own
-        interval, and the ones that wait for slots or results only while there are some."""
-        cfg = self.reloader
-        has_slots = lambda: inflight.free > 0  # noqa: E731
-        if aws is None:
-            discovery.report_progress = watchdog.reporter(
-                "discovery", lambda: cfg().discovery.poll_interval_s, busy=has_slots
-            )
-        else:
-            aws.publisher.report_progress = watchdog.reporter(
-                "publisher", lambda: cfg().discovery.poll_interval_s + 30.0
-            )
-            aws.consumer.report_progress = watchdog.reporter(
-                "consumer", lambda: float(cfg().sqs.wait_time_s), busy=has_slots
-            )
-        expander.report_progress = watchdog.reporter(
-            "expander", lambda: cfg().expander.poll_interval_s
-        )
-        completer.report_progress = watchdog.reporter("completer", busy=lambda: not results.empty())
-        keeper.report_progress = watchdog.reporter(
-            "heartbeat", lambda: cfg().executor.heartbeat_interval_s
-        )
-        rescuer.report_progress = watchdog.reporter(
-            "rescuer", lambda: max(cfg().executor.lease_s / 4, 0.5)
+        async def release() -> None:
+            released.extend(await self._release(store, c.core.inflight))
+
+        return drain_steps(
+            DrainParts(
+                c.core.supervisor,
+                c.core.inflight,
+                c.recording.completer,
+                c.core.results,
+                c.recording.keeper,
+                c.core.alerter,
+                c.claiming.aws,
+            ),
+            grace_s=lambda: self.settings.shutdown.grace_s,
+            release=release,
+            released=released,
         )
 
     async def _release(self, store: PostgresStore, inflight: InFlight) -> list[uuid.UUID]:
@@ -553,6 +372,121 @@ class Daemon:
             log.info("task_released", task_id=str(task_id))
         inflight.release(released)
         return list(released)
+
+
+# -- the lifecycle tables -------------------------------------------------------------------
+
+
+def loops(c: Components) -> list[Loop]:
+    """The supervised loops, in the order they start: those that record before those that
+    claim, so that nothing claimed waits for a loop not yet running."""
+    aws = c.claiming.aws
+    claiming = (
+        [Loop("discovery", c.claiming.discovery.run)]
+        if aws is None
+        else [
+            Loop("publisher", aws.publisher.run),
+            Loop("sqs_messages", aws.messages.run),
+            Loop("consumer", aws.consumer.run),
+        ]
+    )
+    return [
+        Loop("alerter", c.core.alerter.run),
+        Loop("listener", c.recording.listener.run),
+        Loop("completer", c.recording.completer.run),
+        Loop("executor", c.claiming.executor.run),
+        Loop("rescuer", c.recording.rescuer.run),
+        *claiming,
+        Loop("expander", c.claiming.expander.run),
+        Loop("watchdog", c.watchdog.run),
+        Loop("pruner", c.recording.pruner.run),
+    ]
+
+
+class _Ledger(Protocol):
+    @property
+    def in_use(self) -> int: ...
+
+    async def wait_idle(self) -> None: ...
+
+
+class _Flushable(Protocol):
+    async def flush(self) -> None: ...
+
+
+class _Keeper(Protocol):
+    async def stop(self) -> None: ...
+
+
+class _Alerts(Protocol):
+    async def drain(self, timeout_s: float) -> bool: ...
+
+
+class _Backend(Protocol):
+    async def drained(self, released: list[uuid.UUID], timeout_s: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DrainParts:
+    """What the drain acts on."""
+
+    supervisor: Stoppable
+    inflight: _Ledger
+    completer: _Flushable
+    results: asyncio.Queue[AttemptResult]
+    keeper: _Keeper
+    alerter: _Alerts
+    aws: _Backend | None
+
+
+def drain_steps(
+    p: DrainParts,
+    grace_s: Callable[[], float],
+    release: Callable[[], Awaitable[None]],
+    released: list[uuid.UUID],
+) -> list[Step]:
+    """The drain, in order: stop claiming, wait until the attempts end (within the grace),
+    record their results, put back what is still held, stop renewing, hand the SQS backend
+    its last work, send the last alerts."""
+
+    def stop(name: str) -> Step:
+        return stop_loop(p.supervisor, name)
+
+    steps = [
+        stop("expander"),
+        stop("discovery" if p.aws is None else "consumer"),
+        Step(
+            "wait idle",
+            p.inflight.wait_idle,
+            timeout_s=grace_s,
+            expired=lambda: log.warning("drain_grace_expired", still_running=p.inflight.in_use),
+        ),
+        stop("executor"),
+        Step(
+            "flush completer",
+            p.completer.flush,
+            timeout_s=lambda: max(grace_s(), 5.0),
+            expired=lambda: log.error("drain_flush_expired", unrecorded=p.results.qsize()),
+        ),
+        stop("completer"),
+        # Nothing is held after it (or the release failed: the leases lapse, and another
+        # daemon's rescuer takes the tasks over).
+        Step("release leases", release),
+        Step("stop heartbeat", p.keeper.stop),
+    ]
+    if p.aws is not None:
+        aws = p.aws
+        steps += [
+            Step("hand back wake-ups", lambda: aws.drained(released, timeout_s=5.0)),
+            stop("sqs_messages"),
+            stop("publisher"),
+        ]
+    # The last alerts (the completer's, what the windows held) get a moment.
+    return [
+        *steps,
+        Step("send last alerts", lambda: p.alerter.drain(timeout_s=ALERTS_DRAIN_S)),
+        stop("alerter"),
+    ]
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from scheduler_daemon.engine.supervisor import ComponentFactory, Supervisor
 from scheduler_daemon.logs import get_logger
@@ -29,12 +30,13 @@ class Loop:
 @dataclass(frozen=True, slots=True)
 class Step:
     """One step of the drain. ``timeout_s`` (read when the step starts; None: no limit) bounds
-    it; ``expired`` says what was left when it ran out (logged)."""
+    it; ``expired`` is called when it ran out (to log what was left; without it, the walk
+    logs ``drain_step_expired``)."""
 
     name: str
     run: Callable[[], Awaitable[object]]
     timeout_s: Callable[[], float] | None = None
-    expired: Callable[[], dict[str, object]] | None = None
+    expired: Callable[[], None] | None = None
 
 
 def start(supervisor: Supervisor, loops: Sequence[Loop]) -> None:
@@ -43,7 +45,13 @@ def start(supervisor: Supervisor, loops: Sequence[Loop]) -> None:
         supervisor.start(loop.name, loop.run)
 
 
-def stop_loop(supervisor: Supervisor, name: str) -> Step:
+class Stoppable(Protocol):
+    """What stops a loop by name (the supervisor)."""
+
+    async def stop(self, name: str) -> None: ...
+
+
+def stop_loop(supervisor: Stoppable, name: str) -> Step:
     """The step that stops the loop ``name``."""
     return Step(f"stop {name}", lambda: supervisor.stop(name))
 
@@ -57,8 +65,10 @@ async def drain(steps: Sequence[Step]) -> list[str]:
             async with asyncio.timeout(limit):
                 await step.run()
         except TimeoutError:
-            left = step.expired() if step.expired is not None else {}
-            log.warning("drain_step_expired", step=step.name, timeout_s=limit, **left)
+            if step.expired is not None:
+                step.expired()
+            else:
+                log.warning("drain_step_expired", step=step.name, timeout_s=limit)
             continue
         except Exception as exc:  # the next steps still run: they keep work from being lost
             log.error("drain_step_failed", step=step.name, error=repr(exc), exc_info=True)
