@@ -200,6 +200,12 @@ class Executor:
         finally:
             timer.cancel()
             self._inflight.detach(task.id)
+        return self._result(task, outcome, action_result, duration_ms)
+
+    def _result(
+        self, task: ClaimedTask, outcome: Outcome, action_result: ActionResult, duration_ms: float
+    ) -> AttemptResult:
+        """The attempt's result for the completer, with what happens to the task next."""
         if outcome is Outcome.SUCCEEDED:  # no retry to plan
             next_status, retry_in = TaskStatus.COMPLETED, None
         else:

@@ -33,7 +33,7 @@ from scheduler_daemon.clock import Clock
 from scheduler_daemon.domain.models import ClaimedTask, TaskStatus
 from scheduler_daemon.engine.executor import admit
 from scheduler_daemon.engine.inflight import InFlight
-from scheduler_daemon.engine.limits import NO_LIMITS, QueueLimiter
+from scheduler_daemon.engine.limits import NO_LIMITS, ClaimPlan, QueueLimiter
 from scheduler_daemon.engine.signals import ConsumerSignals
 from scheduler_daemon.engine.wakeups import (
     MAX_BATCH,
@@ -47,7 +47,7 @@ from scheduler_daemon.engine.wakeups import (
 from scheduler_daemon.engine.watchdog import NOOP
 from scheduler_daemon.logs import get_logger
 from scheduler_daemon.metrics import Metrics
-from scheduler_daemon.store.base import OutboxStore
+from scheduler_daemon.store.base import MessageTask, OutboxStore
 
 MAX_VISIBILITY_S = 43_000  # SQS allows 12 hours (43,200 s) from the receive
 # A message due this soon is held in memory (its slot kept) and claimed at run_at; one due
@@ -344,6 +344,28 @@ class Consumer:
         if not rest:
             return intake.kept
         states = await self._outbox.message_tasks([w.task_id for w in rest])
+        later, gated, deferred = self._sort(rest, states, first, plan, intake)
+        deferred += await self._claim_gated(gated, plan, first, intake)
+        if deferred:
+            self._count("deferred", len(deferred))
+            await self._outbox.deferred([w.task_id for w, _ in deferred])
+            later.extend((w.receipt, seconds) for w, seconds in deferred)
+        await self._messages.set_visibilities(later)
+        intake.settle(receipt for receipt, _ in later)
+        return intake.kept
+
+    def _sort(
+        self,
+        rest: Sequence[WakeUp],
+        states: dict[uuid.UUID, MessageTask],
+        first: dict[uuid.UUID, WakeUp],
+        plan: ClaimPlan,
+        intake: Intake,
+    ) -> tuple[list[tuple[str, int]], dict[str, list[WakeUp]], list[tuple[WakeUp, int]]]:
+        """What becomes of the wake-ups not claimed: dropped (stale), held in process (due
+        within moments), made invisible until shortly before they are due (``later``), left
+        for a claim within a queue's limit (``gated``), or deferred (paused, at a limit, an
+        action this daemon does not run)."""
         later: list[tuple[str, int]] = []  # early messages: invisible until ~1 s before
         gated: dict[str, list[WakeUp]] = {}  # due, in a queue with room under its limits
         deferred: list[tuple[WakeUp, int]] = []
@@ -377,6 +399,18 @@ class Consumer:
                 self._count("held")
                 seconds = min(max(math.floor(state.due_in_s - 1.0), 1), MAX_VISIBILITY_S)
                 later.append((w.receipt, seconds))
+        return later, gated, deferred
+
+    async def _claim_gated(
+        self,
+        gated: dict[str, list[WakeUp]],
+        plan: ClaimPlan,
+        first: dict[uuid.UUID, WakeUp],
+        intake: Intake,
+    ) -> list[tuple[WakeUp, int]]:
+        """Claim the wake-ups of queues with a limit, within their room; the rest are
+        deferred."""
+        deferred: list[tuple[WakeUp, int]] = []
         for queue, waiting in gated.items():
             room = plan.limited[queue]
             got = await self._outbox.claim_queue_messages(
@@ -392,13 +426,7 @@ class Consumer:
             self._started(got, first, intake)
             got_ids = {t.id for t in got}
             deferred.extend((w, LIMITED_RECHECK_S) for w in waiting if w.task_id not in got_ids)
-        if deferred:
-            self._count("deferred", len(deferred))
-            await self._outbox.deferred([w.task_id for w, _ in deferred])
-            later.extend((w.receipt, seconds) for w, seconds in deferred)
-        await self._messages.set_visibilities(later)
-        intake.settle(receipt for receipt, _ in later)
-        return intake.kept
+        return deferred
 
     def _started(
         self, claimed: Sequence[ClaimedTask], first: dict[uuid.UUID, WakeUp], intake: Intake
