@@ -145,16 +145,8 @@ def plan_expansion(
         else:
             result.skipped += result.missed - len(keep_missed)
             due[:0] = [(occurrence, now) for occurrence in keep_missed]
-
     if not allow and due:
-        # One occurrence at a time: the newest due one stands for all of them.
-        result.skipped += len(due) - 1
-        due = due[-1:]
-        if busy and schedule.overlap_policy is OverlapPolicy.SKIP:
-            result.skipped += 1
-            due = []
-        elif busy:
-            result.cancel_previous = True
+        due = _one_at_a_time(schedule, due, busy, result)
 
     parent = schedule.last_task_id
     for scheduled_for, run_at in due:
@@ -165,6 +157,20 @@ def plan_expansion(
     result.next_run_at = next_run_at
     result.expand_at = expand_at(schedule.overlap_policy, next_run_at, horizon_s)
     return result
+
+
+def _one_at_a_time(
+    schedule: Schedule, due: list[tuple[datetime, datetime]], busy: bool, result: Expansion
+) -> list[tuple[datetime, datetime]]:
+    """An overlap policy other than allow: the newest due occurrence stands for all of them,
+    and with an earlier one still pending (``busy``) it is skipped or replaces that one."""
+    result.skipped += len(due) - 1
+    if busy and schedule.overlap_policy is OverlapPolicy.SKIP:
+        result.skipped += 1
+        return []
+    if busy:
+        result.cancel_previous = True
+    return due[-1:]
 
 
 def _walk(rule: Recurrence, start: datetime, missed_before: datetime) -> Iterator[datetime]:
