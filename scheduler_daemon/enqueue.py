@@ -30,14 +30,9 @@ from scheduler_daemon.actions.base import (
 )
 from scheduler_daemon.api.schemas import CreateTask, storable_json
 from scheduler_daemon.domain.backoff import DEFAULT_MAX_ATTEMPTS
+from scheduler_daemon.domain.errors import IdempotencyConflict, UnknownDependencies
 from scheduler_daemon.domain.models import NewTask
-from scheduler_daemon.store.postgres import (
-    Connection,
-    IdempotencyConflict,
-    UnknownDependencies,
-    insert_tasks,
-    insert_tasks_quietly,
-)
+from scheduler_daemon.store.postgres import Connection, insert_tasks, insert_tasks_quietly
 
 __all__ = [
     "IdempotencyConflict",

@@ -14,9 +14,9 @@ from scheduler_daemon.api.problems import from_validation, invalid
 from scheduler_daemon.api.routes import Response, Route
 from scheduler_daemon.api.schemas import NAME_PATTERN, TaskList
 from scheduler_daemon.api.tasks import json_response, page_response, read_json, redacted_headers
+from scheduler_daemon.domain.errors import InvalidCursor
 from scheduler_daemon.domain.models import TaskStatus
 from scheduler_daemon.store.base import TaskFilter
-from scheduler_daemon.store.postgres import InvalidCursor
 
 MAX_SELECTION = 10_000
 

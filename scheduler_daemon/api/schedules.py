@@ -35,6 +35,7 @@ from scheduler_daemon.api.tasks import (
     to_new_task,
 )
 from scheduler_daemon.domain.describe import describe
+from scheduler_daemon.domain.errors import InvalidCursor
 from scheduler_daemon.domain.recurrence import (
     Blackout,
     DailyWindow,
@@ -47,7 +48,6 @@ from scheduler_daemon.domain.recurrence import (
 )
 from scheduler_daemon.domain.schedules import Schedule, TaskTemplate, expand_at
 from scheduler_daemon.store.base import ScheduleStore, TaskFilter
-from scheduler_daemon.store.postgres import InvalidCursor
 from scheduler_daemon.store.schedules import ScheduleNameTaken
 
 SCHEDULE_ID = {"schedule_id": "the schedule's id (a UUID)"}

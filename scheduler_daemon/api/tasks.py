@@ -38,11 +38,11 @@ from scheduler_daemon.api.schemas import (
     TaskOut,
     storable_json,
 )
+from scheduler_daemon.domain.errors import IdempotencyConflict, InvalidCursor, UnknownDependencies
 from scheduler_daemon.domain.models import NewTask, Page, Task, TaskStatus
 from scheduler_daemon.domain.recurrence import RuleError, for_task, next_occurrence, validate
 from scheduler_daemon.domain.schedules import OverlapPolicy, Schedule, TaskTemplate, expand_at
 from scheduler_daemon.store.base import TaskFilter, TaskStore
-from scheduler_daemon.store.postgres import IdempotencyConflict, InvalidCursor, UnknownDependencies
 
 METADATA_LIMIT_BYTES = 16_384
 TASK_ID = {"task_id": "the task's id (a UUID)"}

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from scheduler_daemon.domain.errors import IdempotencyConflict, InvalidCursor, UnknownDependencies
 from scheduler_daemon.domain.models import (
     Attempt,
     AttemptResult,
@@ -29,24 +30,6 @@ from scheduler_daemon.store.base import Rescued, TaskCounts, TaskFilter
 from scheduler_daemon.store.migrate import migrate
 
 NOTIFY_CHANNEL = queries.NOTIFY_CHANNEL
-
-
-class InvalidCursor(ValueError):
-    """A list cursor that this store did not produce."""
-
-
-class UnknownDependencies(LookupError):
-    def __init__(self, index: int, missing: list[uuid.UUID]) -> None:
-        super().__init__(f"unknown task ids: {', '.join(map(str, missing))}")
-        self.index = index
-        self.missing = missing
-
-
-class IdempotencyConflict(Exception):
-    def __init__(self, index: int, key: str) -> None:
-        super().__init__(f"idempotency key {key!r} was used for a different request")
-        self.index = index
-        self.key = key
 
 
 _DEAD = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED})

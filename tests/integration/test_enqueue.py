@@ -15,15 +15,11 @@ import pytest
 from scheduler_daemon.actions.base import PayloadInvalid, UnknownAction
 from scheduler_daemon.app import default_actions
 from scheduler_daemon.clock import SystemClock
+from scheduler_daemon.domain.errors import IdempotencyConflict, UnknownDependencies
 from scheduler_daemon.domain.models import AttemptResult, NewTask, Outcome, TaskStatus
 from scheduler_daemon.enqueue import TaskInvalid, enqueue, enqueue_many
 from scheduler_daemon.store.listener import NotificationListener
-from scheduler_daemon.store.postgres import (
-    IdempotencyConflict,
-    PostgresStore,
-    UnknownDependencies,
-    insert_tasks,
-)
+from scheduler_daemon.store.postgres import PostgresStore, insert_tasks
 from tests.integration.test_wakeup import Recorder
 
 
