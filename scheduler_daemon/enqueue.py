@@ -100,23 +100,30 @@ async def enqueue(
         raise TaskInvalid([FieldError("run_at", "give run_at or delay_s, not both")])
     if isinstance(depends_on, str | uuid.UUID):
         raise TaskInvalid([FieldError("depends_on", "expected a sequence of task ids")])
+    body = _parsed(
+        {
+            "action": action,
+            "payload": dict(payload or {}),
+            "run_at": run_at,
+            "delay_s": delay_s,
+            "queue": queue,
+            "priority": priority,
+            "max_attempts": max_attempts,
+            "retry": None if retry is None else dict(retry),
+            "timeout_s": timeout_s,
+            "idempotency_key": idempotency_key,
+            "metadata": dict(metadata or {}),
+            "depends_on": list(depends_on),
+        }
+    )
+    [task_id] = await enqueue_many(conn, [_admitted(body, validate, timeout_s)])
+    return task_id
+
+
+def _parsed(fields: dict[str, Any]) -> CreateTask:
+    """The fields under the rules of ``POST /v1/tasks``; TaskInvalid naming each bad one."""
     try:
-        body = CreateTask.model_validate(
-            {
-                "action": action,
-                "payload": dict(payload or {}),
-                "run_at": run_at,
-                "delay_s": delay_s,
-                "queue": queue,
-                "priority": priority,
-                "max_attempts": max_attempts,
-                "retry": None if retry is None else dict(retry),
-                "timeout_s": timeout_s,
-                "idempotency_key": idempotency_key,
-                "metadata": dict(metadata or {}),
-                "depends_on": list(depends_on),
-            }
-        )
+        return CreateTask.model_validate(fields)
     except ValidationError as exc:
         raise TaskInvalid(
             [
@@ -124,6 +131,10 @@ async def enqueue(
                 for e in exc.errors()
             ]
         ) from None
+
+
+def _admitted(body: CreateTask, validate: ActionRegistry | None, timeout_s: float) -> NewTask:
+    """The task to insert: with ``validate``, its action known and its payload normalised."""
     stored = body.payload
     if validate is not None:
         if body.action not in validate:
@@ -132,11 +143,9 @@ async def enqueue(
         stored = validate.validate(body.action, body.payload)
     payload_json = _storable("payload", stored)
     _storable("metadata", body.metadata)
-    task = body.new_task(
+    return body.new_task(
         stored, max_attempts=DEFAULT_MAX_ATTEMPTS, timeout_s=timeout_s, payload_json=payload_json
     )
-    [task_id] = await enqueue_many(conn, [task])
-    return task_id
 
 
 async def enqueue_many(conn: Connection, tasks: Sequence[NewTask]) -> list[uuid.UUID]:
